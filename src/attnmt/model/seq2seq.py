@@ -1,0 +1,98 @@
+"""The whole encoder–decoder: what training calls (``forward``) and what search calls
+(``encode`` and ``step``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attnmt.config import ModelConfig
+from attnmt.data.vocab import PAD_ID
+from attnmt.model.decoder import Decoder, DecoderState
+from attnmt.model.encoder import Encoder, EncoderMemory
+
+
+class Seq2Seq(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder, output_layer: nn.Linear) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.output_layer = output_layer  # attentional vector -> target vocabulary logits
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, src_vocab_size: int, trg_vocab_size: int) -> "Seq2Seq":
+        src_embedding = nn.Embedding(src_vocab_size, config.embedding_size, padding_idx=PAD_ID)
+        if config.share_embeddings:
+            if src_vocab_size != trg_vocab_size:
+                raise ValueError(
+                    f"share_embeddings needs one vocabulary, got sizes {src_vocab_size} and {trg_vocab_size}"
+                )
+            trg_embedding = src_embedding
+        else:
+            trg_embedding = nn.Embedding(trg_vocab_size, config.embedding_size, padding_idx=PAD_ID)
+        encoder = Encoder(src_embedding, config.rnn, config.encoder_hidden_size, config.encoder_layers, config.dropout)
+        # Tying the output layer to the target embeddings needs attentional vectors of embedding size.
+        attentional_size = config.embedding_size if config.tie_output else config.hidden_size
+        decoder = Decoder(
+            trg_embedding,
+            config.rnn,
+            config.hidden_size,
+            config.decoder_layers,
+            config.dropout,
+            config.attention,
+            encoder.output_size,
+            attentional_size,
+            config.input_feeding,
+        )
+        output_layer = nn.Linear(attentional_size, trg_vocab_size)
+        model = cls(encoder, decoder, output_layer)
+        model.reset_parameters()
+        if config.tie_output:
+            output_layer.weight = trg_embedding.weight
+        return model
+
+    def reset_parameters(self) -> None:
+        """Xavier-uniform matrices, zero biases and a zero padding embedding; RNNs keep PyTorch's init."""
+        for name, parameter in self.named_parameters():
+            if ".rnn." in name:
+                continue
+            if parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+            else:
+                nn.init.zeros_(parameter)
+        with torch.no_grad():
+            self.encoder.embedding.weight[PAD_ID].zero_()
+            self.decoder.embedding.weight[PAD_ID].zero_()
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[EncoderMemory, DecoderState]:
+        """src: (batch, src_len) ids ending in EOS, padded; src_lengths: (batch,).
+        Returns the memory to attend to and the decoder's first state."""
+        states, final, final_cell = self.encoder(src, src_lengths)  # states: (batch, src_len, 2*enc_hidden)
+        mask = src != PAD_ID  # (batch, src_len)
+        keys = self.decoder.attention.project_keys(states)  # (batch, src_len, hidden)
+        memory = EncoderMemory(states, keys, mask)
+        return memory, self.decoder.initial_state(final, final_cell)
+
+    def step(self, prev_tokens: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, DecoderState, Tensor]:
+        """One decoding step for search.
+
+        prev_tokens: (batch,) -> log_probs (batch, trg_vocab), new state, attention (batch, src_len)
+        """
+        embedded = self.decoder.embedding(prev_tokens)  # (batch, emb)
+        attentional, state, weights = self.decoder.step(embedded, state, memory)
+        log_probs = torch.log_softmax(self.output_layer(attentional), dim=-1)  # (batch, trg_vocab)
+        return log_probs, state, weights
+
+    def forward(self, src: Tensor, src_lengths: Tensor, trg_input: Tensor) -> tuple[Tensor, Tensor]:
+        """Teacher-forced logits for training.
+
+        src: (batch, src_len); trg_input: (batch, trg_len) BOS + reference
+        returns logits (batch, trg_len, trg_vocab) and attention (batch, trg_len, src_len)
+        """
+        memory, state = self.encode(src, src_lengths)
+        attentional, weights = self.decoder(trg_input, state, memory)  # (batch, trg_len, attentional_size)
+        logits = self.output_layer(self.decoder.dropout(attentional))  # (batch, trg_len, trg_vocab)
+        return logits, weights
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())

@@ -1,0 +1,107 @@
+"""The encoder–decoder: shapes, padding invariance, and training's forward pass agreeing with the
+step function that search uses."""
+
+import pytest
+import torch
+
+from attnmt.config import ModelConfig
+from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
+from attnmt.model import Seq2Seq
+
+VOCAB = 30
+
+
+def tiny_model(**overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    settings = dict(embedding_size=8, encoder_hidden_size=6, hidden_size=10, dropout=0.0, tie_output=False)
+    settings.update(overrides)
+    return Seq2Seq.from_config(ModelConfig(**settings), VOCAB, VOCAB + 5).eval()
+
+
+def padded(sentences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [s + [EOS_ID] for s in sentences]
+    width = max(map(len, rows))
+    src = torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows])
+    return src, torch.tensor([len(r) for r in rows])
+
+
+VARIANTS = [
+    dict(rnn=rnn, attention=attention, input_feeding=feeding)
+    for rnn in ("gru", "lstm")
+    for attention in ("dot", "general", "additive")
+    for feeding in (True, False)
+]
+
+
+def _fix_dot(variant: dict) -> dict:
+    return {**variant, "hidden_size": 12} if variant["attention"] == "dot" else variant
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_forward_shapes_and_attention_rows(variant):
+    model = tiny_model(**_fix_dot(variant))
+    src, lengths = padded([[5, 6, 7, 8], [9, 10]])
+    trg_input = torch.tensor([[BOS_ID, 4, 5], [BOS_ID, 6, PAD_ID]])
+    logits, attention = model(src, lengths, trg_input)
+    assert logits.shape == (2, 3, VOCAB + 5)
+    assert attention.shape == (2, 3, 5)
+    torch.testing.assert_close(attention.sum(-1), torch.ones(2, 3))
+    assert torch.all(attention[1, :, 3:] == 0)  # the second sentence has 3 real tokens incl. EOS
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_padding_never_changes_a_result(rnn):
+    model = tiny_model(rnn=rnn)
+    alone_src, alone_lengths = padded([[5, 6]])
+    batch_src, batch_lengths = padded([[5, 6], [7, 8, 9, 10, 11, 12]])
+    trg_input = torch.tensor([[BOS_ID, 4, 5]])
+    alone_logits, alone_attention = model(alone_src, alone_lengths, trg_input)
+    batch_logits, batch_attention = model(batch_src, batch_lengths, trg_input.repeat(2, 1))
+    torch.testing.assert_close(batch_logits[0], alone_logits[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batch_attention[0, :, :3], alone_attention[0], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_teacher_forcing_equals_stepping(variant):
+    """What training optimises is what search runs: step-by-step decoding reproduces forward()."""
+    model = tiny_model(**_fix_dot(variant))
+    src, lengths = padded([[5, 6, 7], [8, 9, 10, 11, 12]])
+    trg_input = torch.tensor([[BOS_ID, 4, 5, 6], [BOS_ID, 7, 8, 9]])
+    logits, attention = model(src, lengths, trg_input)
+    memory, state = model.encode(src, lengths)
+    for t in range(trg_input.size(1)):
+        log_probs, state, weights = model.step(trg_input[:, t], state, memory)
+        torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=1e-5)
+
+
+def test_state_and_memory_reorder_follow_the_indices():
+    model = tiny_model(rnn="lstm")
+    src, lengths = padded([[5, 6, 7], [8, 9]])
+    memory, state = model.encode(src, lengths)
+    indices = torch.tensor([1, 1, 0])
+    reordered_memory, reordered_state = memory.reorder(indices), state.reorder(indices)
+    torch.testing.assert_close(reordered_memory.states[2], memory.states[0])
+    torch.testing.assert_close(reordered_state.hidden[:, 0], state.hidden[:, 1])
+    torch.testing.assert_close(reordered_state.cell[:, 1], state.cell[:, 1])
+    assert reordered_memory.mask.tolist() == [memory.mask[1].tolist(), memory.mask[1].tolist(), memory.mask[0].tolist()]
+
+
+def test_tied_output_shares_the_target_embedding():
+    model = Seq2Seq.from_config(ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=10, tie_output=True), 20, 25)
+    assert model.output_layer.weight is model.decoder.embedding.weight
+    assert model.decoder.attentional_size == 8
+
+
+def test_shared_embeddings_need_one_vocabulary():
+    config = ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=10, share_embeddings=True)
+    assert Seq2Seq.from_config(config, 20, 20).encoder.embedding is not None
+    with pytest.raises(ValueError, match="one vocabulary"):
+        Seq2Seq.from_config(config, 20, 25)
+
+
+def test_joey_sized_model_has_the_documented_parameter_count():
+    """bi-GRU 512, GRU 512, emb 256, general attention, input feeding, shared 8000 vocab, untied output."""
+    config = ModelConfig(embedding_size=256, encoder_hidden_size=512, hidden_size=512, share_embeddings=True,
+                         tie_output=False)
+    assert 12.0e6 < Seq2Seq.from_config(config, 8000, 8000).num_parameters() < 12.6e6
