@@ -1,0 +1,97 @@
+"""Model directories: safetensors weights (tied ones too), trainer state, atomic writes."""
+
+import os
+
+import pytest
+import torch
+
+from attnmt.checkpoint import (
+    CheckpointError,
+    TrainerState,
+    atomic_write_text,
+    load_trainer_state,
+    load_weights,
+    save_trainer_state,
+    save_weights,
+)
+from attnmt.config import ModelConfig
+from attnmt.model import Seq2Seq
+
+
+def model(seed: int) -> Seq2Seq:
+    torch.manual_seed(seed)
+    config = ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=10, share_embeddings=True, tie_output=True)
+    return Seq2Seq.from_config(config, 20, 20)
+
+
+def test_tied_weights_round_trip(tmp_path):
+    original, other = model(0), model(1)
+    save_weights(original, tmp_path / "model.safetensors")
+    load_weights(other, tmp_path / "model.safetensors")
+    for (name, a), (_, b) in zip(original.state_dict().items(), other.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert other.output_layer.weight is other.decoder.embedding.weight  # still tied after loading
+
+
+def test_weights_of_another_shape_are_a_clear_error(tmp_path):
+    save_weights(model(0), tmp_path / "model.safetensors")
+    wider = Seq2Seq.from_config(ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=12), 20, 20)
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        load_weights(wider, tmp_path / "model.safetensors")
+
+
+def test_trainer_state_restores_model_optimizer_scheduler_and_rng(tmp_path):
+    trained = model(0)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=0)
+    for _ in range(2):
+        optimizer.zero_grad()
+        sum(p.sum() for p in trained.parameters()).backward()
+        optimizer.step()
+        scheduler.step(1.0)
+    state = TrainerState(step=2, epoch=1, batch_in_epoch=7, best_metric=3.5)
+    torch.manual_seed(123)
+    save_trainer_state(tmp_path / "state.safetensors", trained, optimizer, scheduler, state)
+    expected_random = torch.rand(3)
+
+    restored = model(5)
+    restored_optimizer = torch.optim.Adam(restored.parameters(), lr=1e-3)
+    restored_scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(restored_optimizer, factor=0.5, patience=0)
+    loaded = load_trainer_state(tmp_path / "state.safetensors", restored, restored_optimizer, restored_scheduler)
+    assert loaded == state
+    torch.testing.assert_close(torch.rand(3), expected_random)  # RNG continues where it was saved
+    for a, b in zip(trained.parameters(), restored.parameters()):
+        torch.testing.assert_close(a, b)
+    assert restored_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+    assert restored_scheduler.state_dict() == scheduler.state_dict()
+    exp_avg = optimizer.state[next(iter(trained.parameters()))]["exp_avg"]
+    torch.testing.assert_close(restored_optimizer.state[next(iter(restored.parameters()))]["exp_avg"], exp_avg)
+
+
+def test_truncated_trainer_state_is_a_clear_error(tmp_path):
+    m = model(0)
+    optimizer = torch.optim.Adam(m.parameters())
+    path = tmp_path / "state.safetensors"
+    save_trainer_state(path, m, optimizer, None, TrainerState())
+    path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
+    with pytest.raises(CheckpointError, match="state.safetensors"):
+        load_trainer_state(path, m, optimizer, None)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "config.yaml"
+    atomic_write_text(path, "old")
+
+    class Boom(Exception):
+        pass
+
+    from attnmt.checkpoint import atomic_write
+
+    def failing_write(tmp):
+        tmp.write_text("half")
+        raise Boom()
+
+    with pytest.raises(Boom):
+        atomic_write(path, failing_write)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]  # no temporary left behind
