@@ -1,0 +1,151 @@
+"""Batches: which examples go together (by length, to waste little padding) and their tensors.
+
+Public API:
+    Batch                                   padded tensors of one batch (see its fields)
+    collate(src_ids, trg_ids, indices) -> Batch
+    token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch, pool_factor=100) -> list[list[int]]
+    sentence_batches(lengths, max_sentences) -> list[list[int]]
+
+Lengths given to the batching functions are token counts without BOS/EOS; each side gains one
+token (EOS on the source and target output, BOS on the target input) when collated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
+
+
+@dataclass
+class Batch:
+    """One batch of examples, padded with PAD_ID on the right.
+
+    ``src`` rows are ``ids + [EOS]``; ``trg_input`` rows are ``[BOS] + ids`` and ``trg_output`` rows
+    ``ids + [EOS]`` (the decoder reads ``trg_input[:, t]`` and predicts ``trg_output[:, t]``).
+    The target fields are None for batches that are only translated.
+    """
+
+    src: torch.Tensor  # (batch, src_len) long
+    src_lengths: torch.Tensor  # (batch,) long, EOS included
+    trg_input: torch.Tensor | None  # (batch, trg_len) long
+    trg_output: torch.Tensor | None  # (batch, trg_len) long
+    indices: list[int]  # position of each example in the dataset
+    n_trg_tokens: int  # non-pad tokens of trg_output (EOS included); 0 without a target
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def to(self, device: torch.device | str) -> "Batch":
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
+        return Batch(
+            move(self.src), move(self.src_lengths), move(self.trg_input), move(self.trg_output),
+            self.indices, self.n_trg_tokens,
+        )
+
+
+def _pad(rows: list[list[int]]) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    return torch.tensor([row + [PAD_ID] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+def collate(
+    src_ids: Sequence[list[int]], trg_ids: Sequence[list[int]] | None, indices: Sequence[int]
+) -> Batch:
+    """Pad token ids (without BOS/EOS) into a Batch; ``indices`` are the examples' dataset positions."""
+    if not src_ids:
+        raise ValueError("cannot collate an empty batch")
+    if len(indices) != len(src_ids) or (trg_ids is not None and len(trg_ids) != len(src_ids)):
+        raise ValueError(
+            f"collate got {len(src_ids)} sources, {len(indices)} indices and "
+            f"{'no' if trg_ids is None else len(trg_ids)} targets"
+        )
+    src = _pad([list(ids) + [EOS_ID] for ids in src_ids])  # (batch, src_len)
+    src_lengths = torch.tensor([len(ids) + 1 for ids in src_ids], dtype=torch.long)  # (batch,)
+    trg_input = trg_output = None
+    n_trg_tokens = 0
+    if trg_ids is not None:
+        trg_input = _pad([[BOS_ID] + list(ids) for ids in trg_ids])  # (batch, trg_len)
+        trg_output = _pad([list(ids) + [EOS_ID] for ids in trg_ids])  # (batch, trg_len)
+        n_trg_tokens = sum(len(ids) + 1 for ids in trg_ids)
+    return Batch(src, src_lengths, trg_input, trg_output, [int(i) for i in indices], n_trg_tokens)
+
+
+def token_batches(
+    src_lengths: Sequence[int],
+    trg_lengths: Sequence[int],
+    max_tokens: int,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    pool_factor: int = 100,
+) -> list[list[int]]:
+    """Group examples into batches of similar lengths that fit a token budget.
+
+    A batch of n examples costs ``n * max(longest source, longest target)``, lengths counted with
+    their EOS/BOS; it is at most ``max_tokens`` unless a single example is longer on its own.
+    With ``shuffle``, examples are shuffled, sorted by length (the longer side, then source, then
+    target) within pools of about ``pool_factor`` batches, cut greedily into batches, and the
+    batches shuffled. Sorting by both sides keeps padding low on both (about 5% each on Multi30k
+    at 2000 tokens); a pool gives each epoch different batches. The result depends only on
+    (seed, epoch), so training can resume at a batch position. Without it, the whole set is sorted
+    and batches come shortest first.
+    """
+    if len(src_lengths) != len(trg_lengths):
+        raise ValueError(f"{len(src_lengths)} source lengths but {len(trg_lengths)} target lengths")
+    if max_tokens <= 0:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    src = np.asarray(src_lengths, dtype=np.int64) + 1
+    trg = np.asarray(trg_lengths, dtype=np.int64) + 1
+    if len(src) == 0:
+        return []
+    longest = np.maximum(src, trg)
+    rng = np.random.default_rng([seed, epoch]) if shuffle else None
+    order = rng.permutation(len(src)) if rng is not None else np.arange(len(src))
+    pool_size = len(order)
+    if rng is not None:  # a batch holds about max_tokens / mean(longest) examples
+        pool_size = max(1, int(pool_factor * max_tokens / float(longest.mean())))
+    longest_list = longest.tolist()
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool_size):
+        pool = order[start : start + pool_size]
+        # by the longer side (what the budget counts), then source, then target length; the sort is
+        # stable, so equal lengths keep the shuffled order
+        pool = pool[np.lexsort((trg[pool], src[pool], longest[pool]))]
+        batches.extend(_cut(pool.tolist(), longest_list, max_tokens))
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def _cut(pool: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Greedily cut length-sorted examples into batches within the token budget."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = 0
+    for index in pool:
+        length = lengths[index]
+        new_longest = max(longest, length)
+        if batch and (len(batch) + 1) * new_longest > max_tokens:
+            batches.append(batch)
+            batch, new_longest = [], length
+        batch.append(index)
+        longest = new_longest
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def sentence_batches(lengths: Sequence[int], max_sentences: int) -> list[list[int]]:
+    """Batches of at most ``max_sentences`` indices, longest sentences first (little padding,
+    and the largest memory need shows up at once). Callers put the results back in input order."""
+    if max_sentences <= 0:
+        raise ValueError(f"max_sentences must be positive, got {max_sentences}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + max_sentences] for start in range(0, len(order), max_sentences)]

@@ -1,0 +1,187 @@
+"""SentencePiece subword tokenizers (unigram, BPE or characters) with the ids of ``vocab.py``.
+
+Text is NFKC-normalised on the way in (SentencePiece's ``nmt_nfkc``), so compatibility characters
+decode to their plain forms: full-width ``ｎ`` to ``n``, the ligature ``ﬁ`` to ``fi``.
+
+Public API:
+    SubwordTokenizer.train(texts, model_path, vocab_size, model_type="unigram", character_coverage=1.0,
+                           byte_fallback=True, input_sentence_size=1_000_000, seed=42) -> SubwordTokenizer
+    SubwordTokenizer.load(path) -> SubwordTokenizer
+    .encode(text) -> list[int]       .encode_batch(texts) -> list[list[int]]
+    .pieces(text) -> list[str]       .decode(ids) -> str     .id_to_piece(id) -> str
+    .vocab_size  .model_type  .byte_fallback
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import sentencepiece as spm
+
+from attnmt.data.vocab import BOS_ID, BOS_PIECE, EOS_ID, EOS_PIECE, PAD_ID, PAD_PIECE, UNK_ID, UNK_PIECE
+
+ModelType = Literal["unigram", "bpe", "char"]
+
+logger = logging.getLogger(__name__)
+
+_SPECIAL_IDS = frozenset({PAD_ID, BOS_ID, EOS_ID})  # dropped by decode; UNK decodes to " ⁇ "
+_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}  # TrainerSpec.ModelType
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)")
+
+
+class SubwordTokenizer:
+    """A SentencePiece model: text <-> ids, with PAD/UNK/BOS/EOS = 0/1/2/3."""
+
+    def __init__(self, processor: spm.SentencePieceProcessor) -> None:
+        self.processor = processor
+        ids = {
+            "pad": (processor.pad_id(), PAD_ID),
+            "unk": (processor.unk_id(), UNK_ID),
+            "bos": (processor.bos_id(), BOS_ID),
+            "eos": (processor.eos_id(), EOS_ID),
+        }
+        wrong = [f"{name} id {found} (expected {wanted})" for name, (found, wanted) in ids.items() if found != wanted]
+        if wrong:
+            raise ValueError(f"SentencePiece model has the wrong special ids: {', '.join(wrong)}")
+        self._model_type, self._byte_fallback = _read_trainer_spec(processor.serialized_model_proto())
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        model_path: Path | str,
+        vocab_size: int,
+        model_type: ModelType = "unigram",
+        character_coverage: float = 1.0,
+        byte_fallback: bool = True,
+        input_sentence_size: int = 1_000_000,
+        seed: int = 42,
+    ) -> "SubwordTokenizer":
+        """Train on in-memory text and write the model to ``model_path`` (e.g. ``dir/src.spm.model``).
+
+        ``vocab_size`` is an upper bound: small data gives a smaller vocabulary, and a size too small
+        for the characters (plus 256 byte pieces with ``byte_fallback``) is raised to the minimum.
+        At most ``input_sentence_size`` sentences, sampled with ``seed``, are used. ``byte_fallback`` spells
+        unseen characters as UTF-8 bytes instead of ``<unk>``; character models ignore it.
+        """
+        if model_type not in ("unigram", "bpe", "char"):
+            raise ValueError(f"model_type must be unigram, bpe or char, got {model_type!r}")
+        sentences = [text for text in texts if text and not text.isspace()]
+        if not sentences:
+            raise ValueError("cannot train a tokenizer on no text")
+        options = dict(
+            model_type=model_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,
+            character_coverage=character_coverage,
+            byte_fallback=byte_fallback and model_type != "char",
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            pad_piece=PAD_PIECE, unk_piece=UNK_PIECE, bos_piece=BOS_PIECE, eos_piece=EOS_PIECE,
+            input_sentence_size=input_sentence_size,
+            shuffle_input_sentence=True,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,  # errors only
+        )
+        try:
+            proto = _train_proto(sentences, seed, options)
+        except RuntimeError as err:
+            match = _TOO_SMALL.search(str(err))
+            if not match:
+                raise
+            minimum = int(match.group(1))
+            logger.info("vocab_size %d is too small for the characters in the text; using %d", vocab_size, minimum)
+            proto = _train_proto(sentences, seed, {**options, "vocab_size": minimum})
+        model_path = Path(model_path)
+        model_path.parent.mkdir(parents=True, exist_ok=True)
+        model_path.write_bytes(proto)
+        return cls(spm.SentencePieceProcessor(model_proto=proto))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "SubwordTokenizer":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"SentencePiece model not found: {path}")
+        return cls(spm.SentencePieceProcessor(model_file=str(path)))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.processor.get_piece_size()
+
+    @property
+    def model_type(self) -> str:
+        """``unigram``, ``bpe``, ``char`` (or ``word`` for a model trained elsewhere)."""
+        return self._model_type
+
+    @property
+    def byte_fallback(self) -> bool:
+        return self._byte_fallback
+
+    def encode(self, text: str) -> list[int]:
+        """Subword ids of one text, without BOS or EOS."""
+        return self.processor.encode(text, out_type=int)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """``encode`` for many texts at once, on all cores."""
+        return self.processor.encode(list(texts), out_type=int)
+
+    def pieces(self, text: str) -> list[str]:
+        return self.processor.encode(text, out_type=str)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of the ids; PAD, BOS and EOS are ignored."""
+        return self.processor.decode([int(i) for i in ids if int(i) not in _SPECIAL_IDS])
+
+    def id_to_piece(self, token_id: int) -> str:
+        return self.processor.id_to_piece(int(token_id))
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
+def _train_proto(sentences: list[str], seed: int, options: dict) -> bytes:
+    spm.set_random_generator_seed(seed)  # the sentence sample (process-wide SentencePiece state)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, **options)
+    return model.getvalue()
+
+
+def _read_trainer_spec(proto: bytes) -> tuple[str, bool]:
+    """(model type, byte_fallback) from a serialized ModelProto, read without protobuf:
+    ModelProto field 2 is the TrainerSpec, whose field 3 is model_type and field 35 byte_fallback."""
+    trainer_spec = _protobuf_fields(proto).get(2, b"")
+    fields = _protobuf_fields(trainer_spec)
+    return _MODEL_TYPES.get(fields.get(3, 1), "unknown"), bool(fields.get(35, 0))
+
+
+def _protobuf_fields(data: bytes) -> dict[int, int | bytes]:
+    """The last value of every field of one protobuf message (varints and length-delimited only)."""
+
+    def varint(position: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            byte = data[position]
+            value |= (byte & 0x7F) << shift
+            position, shift = position + 1, shift + 7
+            if byte < 0x80:
+                return value, position
+
+    fields: dict[int, int | bytes] = {}
+    position = 0
+    while position < len(data):
+        key, position = varint(position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            fields[number], position = varint(position)
+        elif wire_type == 2:
+            length, position = varint(position)
+            fields[number], position = data[position : position + length], position + length
+        elif wire_type in (1, 5):  # fixed 64 / 32 bits (floats in TrainerSpec)
+            position += 8 if wire_type == 1 else 4
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire_type}")
+    return fields
