@@ -52,11 +52,15 @@ class Seq2Seq(nn.Module):
         return model
 
     def reset_parameters(self) -> None:
-        """Xavier-uniform matrices, zero biases and a zero padding embedding; RNNs keep PyTorch's init."""
+        """Xavier-uniform matrices and zero biases; embeddings N(0, 1/embedding_size) so that their
+        scale does not shrink with the vocabulary size (Xavier would); RNNs keep PyTorch's init."""
+        embeddings = {id(self.encoder.embedding.weight), id(self.decoder.embedding.weight)}
         for name, parameter in self.named_parameters():
             if ".rnn." in name:
                 continue
-            if parameter.dim() > 1:
+            if id(parameter) in embeddings:
+                nn.init.normal_(parameter, std=parameter.size(1) ** -0.5)
+            elif parameter.dim() > 1:
                 nn.init.xavier_uniform_(parameter)
             else:
                 nn.init.zeros_(parameter)
