@@ -7,6 +7,14 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread: the tests' models are tiny, and on a shared 2-core machine two spinning
+# OpenMP threads per process make them up to 50x slower. Subprocesses (CLI tests) inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402  (after the thread setting)
+
+torch.set_num_threads(1)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MULTI30K_FILES = [f"{split}.{lang}.gz" for split in ("train", "val") for lang in ("en", "de")]
 
@@ -19,3 +27,16 @@ def data_dir() -> Path:
     if missing:
         pytest.skip(f"Multi30k not found: {path / 'multi30k'} lacks {', '.join(missing)} (set ATTNMT_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory) -> Path:
+    """A tiny model trained for a few seconds on the toy number-word task (tests/toy.py)."""
+    from attnmt.train import train
+    from toy import toy_config, write_toy_corpus
+
+    root = tmp_path_factory.mktemp("toy")
+    train_prefix, valid_prefix = write_toy_corpus(root / "data", n_train=400)
+    model_dir = root / "model"
+    train(toy_config(train_prefix, valid_prefix), model_dir, progress=False, log=lambda message: None)
+    return model_dir

@@ -1,0 +1,238 @@
+"""``attnmt`` and its subcommands. Thin: parse arguments, then call the modules that do the work,
+imported only when a subcommand needs them so that ``attnmt --help`` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+    p.add_argument("--model-dir", "-m", type=Path, required=True, help="where the model directory is written")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=1000 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --model-dir from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start afresh even if --model-dir holds a model")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train)
+
+
+def _add_translate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("translate", help="translate lines from a file or stdin, one output line per input line")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--input", "-i", type=Path, help="input file (plain or .gz); default stdin")
+    p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
+    _add_search_options(p)
+    p.add_argument("--n-best", type=int, default=1,
+                   help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...'")
+    p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
+                   help="invalid UTF-8 in the input: stop with an error (strict) or replace it")
+    p.set_defaults(run=_run_translate)
+
+
+def _add_search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy); default from the model's config")
+    p.add_argument("--length-penalty", type=float, default=None, help="GNMT length penalty alpha")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="BLEU and chrF with sacreBLEU (of a file of translations, or of a model)")
+    p.add_argument("--ref", type=Path, required=True, help="reference translations, one per line")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hyp", type=Path, help="translations to score, one per line")
+    source.add_argument("--model", type=Path, help="a model directory: translate --src first")
+    p.add_argument("--src", type=Path, help="source sentences (with --model)")
+    p.add_argument("--output", "-o", type=Path, help="with --model: also write the translations here")
+    p.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
+    p.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (default 13a)")
+    _add_search_options(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw the attention heatmap of one translated sentence")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("sentence", help="the source sentence")
+    p.add_argument("--output", "-o", type=Path, default=Path("attention.png"), help="PNG or SVG file")
+    p.add_argument("--words", action="store_true", help="merge subword pieces into words")
+    _add_search_options(p)
+    p.set_defaults(run=_run_plot)
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quickstart", help="offline demo: learn to normalise dates written in many languages")
+    p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="working directory (data, model, plot)")
+    p.add_argument("--max-time", type=float, default=None, help="training seconds (default: the built-in budget)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_quickstart)
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP translation service and attention viewer (FastAPI + uvicorn)")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="decode every request on its own instead of micro-batching concurrent ones")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch gathers requests (default 5)")
+    p.add_argument("--max-batch", type=int, default=64, help="sentences per decoding batch (default 64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per request before a 504 (default 30)")
+    p.add_argument("--max-chars", type=int, default=1000, help="characters per text (default 1000)")
+    p.add_argument("--max-texts", type=int, default=32, help="texts per request (default 32)")
+    p.add_argument("--max-beam", type=int, default=16, help="largest beam and n-best size (default 16)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
+    p.set_defaults(run=_run_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_serve):
+        add(sub)
+    return parser
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.train import train
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, args.model_dir, resume=args.resume, overwrite=args.overwrite,
+                   progress=False if args.no_progress else None, log=_log)
+    _log(f"{result.steps} steps in {result.elapsed_seconds:.0f}s; best {config.train.early_stopping_metric}: "
+         f"{result.best_metric}; model in {result.model_dir}")
+    return 0
+
+
+def _read_input(path: Path | None, encoding_errors: str) -> list[str]:
+    from attnmt.data.corpus import read_lines, split_lines
+
+    if path is None:
+        return split_lines(sys.stdin.buffer.read(), "<stdin>", encoding_errors)
+    return read_lines(path, encoding_errors)
+
+
+def _run_translate(args: argparse.Namespace) -> int:
+    from attnmt.translator import Translator
+
+    lines = _read_input(args.input, args.encoding_errors)
+    translator = Translator.load(args.model_dir)
+    results = translator.translate_n_best(lines, beam=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
+    if args.n_best > 1:
+        out_lines = [" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) for n_best in results]
+    else:
+        out_lines = [n_best[0].text for n_best in results]
+    _write_lines(out_lines, args.output)
+    return 0
+
+
+def _write_lines(lines: list[str], path: Path | None) -> None:
+    text = "".join(line + "\n" for line in lines)
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        path.write_text(text, encoding="utf-8")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from attnmt.data.corpus import read_lines
+    from attnmt.evaluate import format_scores, score_corpus
+
+    references = read_lines(args.ref)
+    if args.hyp is not None:
+        hypotheses = read_lines(args.hyp)
+    else:
+        if args.src is None:
+            raise SystemExit("attnmt evaluate: --model needs --src (the sentences to translate)")
+        from attnmt.translator import Translator
+
+        translator = Translator.load(args.model)
+        hypotheses = [t.text for t in translator.translate(read_lines(args.src), beam=args.beam,
+                                                            length_penalty=args.length_penalty)]
+        if args.output is not None:
+            _write_lines(hypotheses, args.output)
+    scores = score_corpus(hypotheses, references, metrics=("bleu", "chrf"), lowercase=args.lowercase,
+                          tokenize=args.tokenize)
+    print(format_scores(scores))
+    return 0
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from attnmt.translator import Translator
+    from attnmt.viz import merge_subwords, plot_attention
+
+    translation = Translator.load(args.model_dir).translate([args.sentence], beam=args.beam,
+                                                             length_penalty=args.length_penalty)[0]
+    if not translation.tokens and translation.attention.size == 0:
+        raise SystemExit("attnmt plot: the sentence is empty; nothing to plot")
+    src_labels, trg_labels = translation.attention_labels
+    attention = translation.attention
+    if args.words:
+        attention, src_labels, trg_labels = merge_subwords(attention, src_labels, trg_labels)
+    plot_attention(attention, src_labels, trg_labels, args.output, title=translation.text)
+    print(f"{translation.text}\nattention heatmap written to {args.output}")
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from attnmt.serve.app import ServeSettings, run_server
+    from attnmt.serve.schemas import RequestLimits
+
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    limits = RequestLimits(max_chars=args.max_chars, max_texts=args.max_texts, max_beam=args.max_beam)
+    settings = ServeSettings(limits=limits, batching=args.batching, batch_wait_ms=args.batch_wait_ms,
+                             max_batch_texts=args.max_batch, timeout=args.timeout)
+    _log(f"attnmt serve: {args.model_dir} on http://{args.host}:{args.port}/ "
+         f"(micro-batching {'on' if args.batching else 'off'})")
+    run_server(args.model_dir, args.host, args.port, settings, device=args.device, access_log=args.access_log)
+    return 0
+
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    from attnmt.datasets.quickstart import run_quickstart
+
+    report = run_quickstart(args.out, seed=args.seed, max_time=args.max_time,
+                            progress=False if args.no_progress else None, log=_log)
+    return 0 if report.accuracy is not None else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from attnmt import __version__
+
+        print(f"attnmt {__version__}")
+        return 0
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from attnmt.errors import USER_ERRORS
+
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        print(f"attnmt {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"attnmt {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

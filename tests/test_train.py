@@ -1,0 +1,116 @@
+"""End to end in Python: train on real files, translate, save and load, search invariants."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnmt.checkpoint import METRICS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
+from attnmt.config import Config
+from attnmt.data.corpus import CorpusError
+from attnmt.train import TrainingError, train
+from attnmt.data.batching import collate
+from attnmt.search import beam_search, greedy_search
+from attnmt.translator import Translator, max_target_lengths
+from toy import toy_config, toy_pairs, write_toy_corpus
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def test_a_tiny_model_learns_20_pairs_by_heart(tmp_path):
+    train_prefix, _ = write_toy_corpus(tmp_path / "data", n_train=20, n_valid=20, seed=7)
+    config = toy_config(train_prefix, train_prefix, max_steps=250, valid_every=250, batch_tokens=1000)
+    train(config, tmp_path / "model", progress=False, log=quiet)
+    sources = (tmp_path / "data" / "train.en").read_text().splitlines()
+    targets = (tmp_path / "data" / "train.de").read_text().splitlines()
+    outputs = [t.text for t in Translator.load(tmp_path / "model").translate(sources, beam=1)]
+    assert outputs == targets
+
+
+def test_the_model_directory_holds_what_the_design_says(toy_model_dir):
+    names = {p.name for p in toy_model_dir.iterdir()}
+    assert {"config.yaml", WEIGHTS_FILE, TRAINER_STATE_FILE, METRICS_FILE, "src.spm.model", "trg.spm.model"} <= names
+    assert not [n for n in names if n.endswith((".pt", ".pth", ".pkl", ".bin"))]
+
+
+def test_the_toy_model_translates_unseen_sentences(toy_model_dir):
+    pairs = toy_pairs(30, seed=999)
+    outputs = [t.text for t in Translator.load(toy_model_dir).translate([s for s, _ in pairs], beam=3)]
+    correct = sum(o == t for o, (_, t) in zip(outputs, pairs))
+    assert correct >= 27, list(zip(outputs, pairs))
+
+
+def test_translation_carries_tokens_score_and_attention(toy_model_dir):
+    translation = Translator.load(toy_model_dir).translate(["one two three"], beam=3)[0]
+    assert translation.text == "eins zwei drei"
+    src_labels, trg_labels = translation.attention_labels
+    assert translation.attention.shape == (len(trg_labels), len(src_labels))
+    assert translation.attention.sum(axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert translation.score < 0 and translation.log_prob < 0
+
+
+def test_save_then_load_gives_identical_translations(toy_model_dir):
+    first, second = Translator.load(toy_model_dir), Translator.load(toy_model_dir)
+    sentences = [s for s, _ in toy_pairs(20, seed=5)] + ["", "  ", "zzz unknown words"]
+    for beam in (1, 4):
+        a, b = first.translate(sentences, beam=beam), second.translate(sentences, beam=beam)
+        assert [t.text for t in a] == [t.text for t in b]
+        assert [t.score for t in a] == [t.score for t in b]
+
+
+def test_empty_lines_give_empty_translations_in_place(toy_model_dir):
+    outputs = Translator.load(toy_model_dir).translate(["one", "", "   ", "two"], beam=2)
+    assert [t.text for t in outputs] == ["eins", "", "", "zwei"]
+
+
+def test_beam_one_equals_greedy_and_beam_never_scores_below_greedy(toy_model_dir):
+    translator = Translator.load(toy_model_dir)
+    sentences = [s for s, _ in toy_pairs(40, seed=11, max_words=8)]
+    batch = collate(translator.src_tokenizer.encode_batch(sentences), None, list(range(len(sentences))))
+    max_lengths = max_target_lengths(batch.src_lengths, translator.config.decode)
+    with torch.inference_mode():
+        greedy = greedy_search(translator.model, batch.src, batch.src_lengths, max_lengths)
+        beam_one = beam_search(translator.model, batch.src, batch.src_lengths, max_lengths, beam_size=1)
+        beam_five = beam_search(translator.model, batch.src, batch.src_lengths, max_lengths, beam_size=5,
+                                length_penalty=0.0)
+    assert [h[0].tokens for h in beam_one] == [h[0].tokens for h in greedy]
+    for g, b in zip(greedy, beam_five):
+        assert b[0].log_prob >= g[0].log_prob - 1e-4
+
+
+def test_the_same_seed_gives_the_same_model(tmp_path):
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
+    for name in ("a", "b"):
+        train(toy_config(train_prefix, valid_prefix, max_steps=20, valid_every=20), tmp_path / name, progress=False, log=quiet)
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "a" / WEIGHTS_FILE), load_file(tmp_path / "b" / WEIGHTS_FILE)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_training_refuses_to_overwrite_a_model_by_accident(tmp_path, toy_model_dir):
+    config = Config()
+    with pytest.raises(TrainingError, match="already holds a model.*--resume.*--overwrite"):
+        train(config, toy_model_dir, log=quiet)
+
+
+def test_missing_or_mismatched_data_is_a_clear_error_before_training(tmp_path):
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=30)
+    (tmp_path / "data" / "train.de").write_text("eins\nzwei\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"train\.en.*30.*train\.de.*2|train\.de.*2.*train\.en.*30"):
+        train(toy_config(train_prefix, valid_prefix), tmp_path / "model", log=quiet)
+    assert not (tmp_path / "model" / "spm.model").exists() and not (tmp_path / "model" / "src.spm.model").exists()
+    with pytest.raises(CorpusError, match="nowhere"):
+        train(toy_config(str(tmp_path / "nowhere" / "train"), valid_prefix), tmp_path / "model2", log=quiet)
+
+
+def test_an_empty_training_set_is_a_clear_error(tmp_path):
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=3)
+    for lang in ("en", "de"):
+        Path(f"{train_prefix}.{lang}").write_text("\n \n\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="no usable training pairs"):
+        train(toy_config(train_prefix, valid_prefix), tmp_path / "model", log=quiet)
