@@ -261,10 +261,11 @@ class _Ranked:
 
 
 def _rank(beams: _Beams, log_probs: Tensor) -> _Ranked:
-    """Steps 1-3 of the module docstring. log_probs: (n*size, vocab)."""
+    """Steps 1-3 of the module docstring. log_probs: (n*size, vocab), this step's, EOS forced."""
     n, size = beams.log_probs.shape
     vocab = log_probs.size(1)
-    totals = beams.log_probs.unsqueeze(2) + log_probs.view(n, size, vocab)  # (n, size, vocab)
+    log_probs = log_probs.reshape(n, size, vocab)
+    totals = beams.log_probs.unsqueeze(2) + log_probs  # (n, size, vocab)
     scores, ids = totals.view(n, size * vocab).topk(2 * size, dim=1)  # (n, 2*size), best first
     slots, tokens = ids // vocab, ids % vocab
     is_eos = tokens == EOS_ID
@@ -274,7 +275,7 @@ def _rank(beams: _Beams, log_probs: Tensor) -> _Ranked:
     order = is_eos.long().argsort(dim=1, stable=True)[:, :size]  # the best non-EOS, in rank order
     continuing = (x.gather(1, order) for x in (scores, slots, tokens))  # each (n, size)
     ranked = _Ranked(*continuing, beams.greedy_slot, beams.greedy_live, list(endings))
-    _follow_greedy(ranked, totals, log_probs.view(n, size, vocab))
+    _follow_greedy(ranked, totals, log_probs)
     return ranked
 
 
@@ -288,8 +289,9 @@ def _follow_greedy(ranked: _Ranked, totals: Tensor, log_probs: Tensor) -> None:
     ends = ranked.greedy_live & (token == EOS_ID)
     goes_on = ranked.greedy_live & ~ends
     is_greedy = (ranked.slots == slot.unsqueeze(1)) & (ranked.tokens == token.unsqueeze(1))  # (n, size)
-    lost = goes_on & ~is_greedy.any(dim=1)  # ranked below every continuing candidate, so it takes the
-    ranked.log_probs[lost, -1] = total[lost]  # last slot and the slots stay sorted
+    # Ranked below every continuing candidate, the greedy token takes the last slot: the slots stay sorted.
+    lost = goes_on & ~is_greedy.any(dim=1)  # (n,)
+    ranked.log_probs[lost, -1] = total[lost]
     ranked.slots[lost, -1] = slot[lost]
     ranked.tokens[lost, -1] = token[lost]
     is_greedy[lost, -1] = True
