@@ -1,0 +1,160 @@
+"""The JSON of the HTTP API: request and response models (pydantic), with the request limits in them.
+
+The request model is built per app by ``translate_request_model(limits)`` so that the limits a server
+was started with are the ones it checks and the ones ``/docs`` shows.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from attnmt.translator import Translation
+from attnmt.viz import merge_subwords
+
+WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask for; larger requests get 413 (body) or 422 (the rest)."""
+
+    max_chars: int = 1000  # characters per text
+    max_texts: int = 32  # texts per request
+    max_beam: int = 16  # beam size and n-best size
+    max_body_bytes: int = 256 * 1024
+
+
+class AttentionMatrix(BaseModel):
+    source: list[str] = Field(description='column labels: source tokens, "</s>" last')
+    target: list[str] = Field(description='row labels: target tokens, "</s>" last')
+    weights: list[list[float]] = Field(description="(len(target), len(source)); each row sums to 1")
+
+
+class Attention(BaseModel):
+    pieces: AttentionMatrix = Field(description="one row per target subword piece, one column per source piece")
+    words: AttentionMatrix = Field(description="pieces merged into words: columns summed, rows averaged")
+
+
+class Hypothesis(BaseModel):
+    text: str
+    tokens: list[str] = Field(description="target subword pieces")
+    score: float = Field(description="the search's ranking score (length-normalised log-probability)")
+    log_prob: float
+    attention: Attention | None = Field(None, description='present when the request asked for "attention"')
+
+
+class TranslationResult(BaseModel):
+    source: str
+    src_tokens: list[str] = Field(description="source subword pieces")
+    translations: list[Hypothesis] = Field(description="the n best, best first")
+
+
+class TranslateResponse(BaseModel):
+    results: list[TranslationResult] = Field(description="one per input text, in order")
+    beam: int
+    n_best: int
+    elapsed_ms: float = Field(description="time in the server, queueing and decoding included")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(description="a short code: invalid_request, body_too_large, timeout, ...")
+    message: str = Field(description="what went wrong, for a person")
+    details: list[dict[str, Any]] | None = None
+
+
+def translate_request_model(limits: RequestLimits, default_beam: int) -> type[BaseModel]:
+    """The body of ``POST /v1/translate``, checking ``limits``."""
+    default_beam = min(max(default_beam, 1), limits.max_beam)
+
+    class TranslateRequest(BaseModel):
+        model_config = ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"text": "A man is riding a bike.", "beam": 5, "attention": True}]},
+        )
+
+        text: str | list[str] = Field(
+            description=f"one text or a list of at most {limits.max_texts}, each at most {limits.max_chars} characters"
+        )
+        beam: int = Field(default_beam, ge=1, le=limits.max_beam, description="beam size; 1 is greedy search")
+        n_best: int = Field(1, ge=1, le=limits.max_beam, description="translations per text, at most beam")
+        attention: bool = Field(False, description="include the attention matrices (subword and word level)")
+        length_penalty: float | None = Field(None, ge=0.0, le=10.0, description="GNMT alpha; default: the model's")
+
+        @field_validator("text", mode="before")
+        @classmethod
+        def _check_type(cls, text: Any) -> Any:  # one clear error instead of one per branch of the union
+            if not isinstance(text, str) and not (isinstance(text, list) and all(isinstance(t, str) for t in text)):
+                raise ValueError("text must be a string or a list of strings")
+            return text
+
+        @field_validator("text")
+        @classmethod
+        def _check_texts(cls, text: str | list[str]) -> str | list[str]:
+            texts = [text] if isinstance(text, str) else text
+            if not texts:
+                raise ValueError("give at least one text")
+            if len(texts) > limits.max_texts:
+                raise ValueError(f"{len(texts)} texts in one request; at most {limits.max_texts} are allowed")
+            for index, item in enumerate(texts):
+                if len(item) > limits.max_chars:
+                    where = "the text" if isinstance(text, str) else f"text {index}"
+                    raise ValueError(f"{where} has {len(item)} characters; at most {limits.max_chars} are allowed")
+            return text
+
+        @model_validator(mode="after")
+        def _check_n_best(self) -> "TranslateRequest":
+            if self.n_best > self.beam:
+                raise ValueError(f"n_best ({self.n_best}) cannot exceed beam ({self.beam})")
+            return self
+
+        @property
+        def texts(self) -> list[str]:
+            return [self.text] if isinstance(self.text, str) else list(self.text)
+
+    return TranslateRequest
+
+
+def _matrix(weights: np.ndarray, source: list[str], target: list[str]) -> AttentionMatrix:
+    return AttentionMatrix(source=source, target=target, weights=np.round(weights.astype(np.float64), WEIGHT_DECIMALS).tolist())
+
+
+def attention_of(translation: Translation) -> Attention | None:
+    """Piece- and word-level attention of one translation; None for an empty input (nothing attended)."""
+    if translation.attention.size == 0:
+        return None
+    src_labels, trg_labels = translation.attention_labels
+    words, src_words, trg_words = merge_subwords(translation.attention, src_labels, trg_labels)
+    return Attention(
+        pieces=_matrix(translation.attention, src_labels, trg_labels),
+        words=_matrix(words, src_words, trg_words),
+    )
+
+
+def result_of(source: str, n_best: list[Translation], with_attention: bool) -> TranslationResult:
+    return TranslationResult(
+        source=source,
+        src_tokens=n_best[0].src_tokens,
+        translations=[
+            Hypothesis(
+                text=t.text, tokens=t.tokens, score=t.score, log_prob=t.log_prob,
+                attention=attention_of(t) if with_attention else None,
+            )
+            for t in n_best
+        ],
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    src_lang: str
+    trg_lang: str
+    src_vocab_size: int
+    trg_vocab_size: int
+    parameters: int
+    vocab: dict[str, Any] = Field(description="the vocab section of the model's config")
+    model: dict[str, Any] = Field(description="the model section of the model's config")
+    decode: dict[str, Any] = Field(description="the decode section: the defaults of a request")
+    limits: dict[str, Any] = Field(description="what one request may ask for")
+    batching: dict[str, Any]

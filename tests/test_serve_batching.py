@@ -1,0 +1,120 @@
+"""The micro-batcher on a fake decoder: what is gathered into one call, and what each request gets back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from attnmt.serve.batching import MicroBatcher, SearchOptions
+from attnmt.translator import Translation
+
+
+class FakeDecoder:
+    """Records each call; translates a text to its upper case, n-best as "TEXT#k"."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[tuple[list[str], int, int]] = []
+        self.threads: set[str] = set()
+        self.delay = delay
+
+    def __call__(self, texts, beam, n_best, length_penalty):
+        self.calls.append((list(texts), beam, n_best))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        return [[_translation(f"{text.upper()}#{k}") for k in range(n_best)] for text in texts]
+
+
+def _translation(text: str) -> Translation:
+    return Translation(text, [text], [], 0.0, 0.0, np.zeros((1, 1)))
+
+
+def run(batcher: MicroBatcher, requests: list[tuple[list[str], SearchOptions, int]]):
+    async def main():
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(texts, options, n_best) for texts, options, n_best in requests))
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def texts_of(results) -> list[list[str]]:
+    return [[[t.text for t in n_best] for n_best in result] for result in results]
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_results():
+    decoder = FakeDecoder()
+    batcher = MicroBatcher(decoder, max_wait=0.05)
+    requests = [(["a", "b"], SearchOptions(beam=3), 1), (["c"], SearchOptions(beam=3), 2), (["d"], SearchOptions(beam=3), 1)]
+    results = run(batcher, requests)
+    assert decoder.calls == [(["a", "b", "c", "d"], 3, 2)]  # one call, the largest n-best
+    assert texts_of(results) == [[["A#0"], ["B#0"]], [["C#0", "C#1"]], [["D#0"]]]
+    assert batcher.stats.as_dict() == {"requests": 3, "batches": 1, "texts": 4, "mean_texts_per_batch": 4.0}
+    assert all(name.startswith("attnmt-decode") for name in decoder.threads)  # off the event loop
+
+
+def test_different_search_options_are_decoded_apart():
+    decoder = FakeDecoder()
+    requests = [(["a"], SearchOptions(beam=1), 1), (["b"], SearchOptions(beam=5), 1), (["c"], SearchOptions(beam=1), 1)]
+    results = run(MicroBatcher(decoder, max_wait=0.05), requests)
+    assert sorted(decoder.calls) == [(["a", "c"], 1, 1), (["b"], 5, 1)]
+    assert texts_of(results) == [[["A#0"]], [["B#0"]], [["C#0"]]]
+
+
+def test_a_full_batch_goes_without_waiting():
+    decoder = FakeDecoder()
+    requests = [([str(i)], SearchOptions(beam=1), 1) for i in range(4)]
+    started = time.monotonic()
+    run(MicroBatcher(decoder, max_wait=10.0, max_batch_texts=2), requests)  # only fullness closes a 10 s window
+    assert [texts for texts, _, _ in decoder.calls] == [["0", "1"], ["2", "3"]]
+    assert time.monotonic() - started < 5
+
+
+def test_without_batching_every_request_is_its_own_call():
+    decoder = FakeDecoder()
+    requests = [([str(i)], SearchOptions(beam=2), 1) for i in range(4)]
+    results = run(MicroBatcher(decoder, enabled=False), requests)
+    assert len(decoder.calls) == 4
+    assert texts_of(results) == [[["0#0"]], [["1#0"]], [["2#0"]], [["3#0"]]]
+
+
+def test_a_request_that_timed_out_while_queued_is_not_decoded():
+    decoder = FakeDecoder(delay=0.2)
+
+    async def main():
+        batcher = MicroBatcher(decoder, max_wait=0.0)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(["slow"], SearchOptions(beam=1)))
+        await asyncio.sleep(0.05)  # "slow" is being decoded; the next request queues behind it
+        try:
+            await asyncio.wait_for(batcher.submit(["late"], SearchOptions(beam=1)), timeout=0.01)
+        except TimeoutError:
+            pass
+        third = await batcher.submit(["next"], SearchOptions(beam=1))
+        await first
+        await batcher.stop()
+        return third
+
+    third = asyncio.run(main())
+    assert [texts for texts, _, _ in decoder.calls] == [["slow"], ["next"]]
+    assert third[0][0].text == "NEXT#0"
+
+
+def test_a_decoding_error_reaches_every_request_of_the_batch():
+    def broken(texts, beam, n_best, length_penalty):
+        raise RuntimeError("boom")
+
+    async def main():
+        batcher = MicroBatcher(broken, max_wait=0.02)
+        await batcher.start()
+        outcomes = await asyncio.gather(batcher.submit(["a"], SearchOptions(beam=1)),
+                                        batcher.submit(["b"], SearchOptions(beam=1)), return_exceptions=True)
+        await batcher.stop()
+        return outcomes
+
+    outcomes = asyncio.run(main())
+    assert [str(outcome) for outcome in outcomes] == ["boom", "boom"]

@@ -1,0 +1,123 @@
+"""End to end in a real browser: headless Chromium (Debian's ``chromium``, which .ci/run installs)
+driven by Playwright loads the viewer from a real uvicorn server on loopback, translates a sentence
+and checks the translation, the heatmap's cells and the highlight on hover."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("fastapi", reason="attnmt serve needs fastapi (pip install -e .)")
+httpx = pytest.importorskip("httpx", reason="the serving tests need httpx (pip install -e '.[test]')")
+sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (pip install -e '.[test]')")
+
+pytest_plugins = ["serve_fixtures"]
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+SENTENCE = "three seven two"
+
+
+def chromium_path() -> str:
+    """$ATTNMT_CHROMIUM, else Debian's chromium on the PATH; never a browser that Playwright downloads."""
+    path = os.environ.get("ATTNMT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path or not Path(path).exists():
+        pytest.skip("no chromium found (apt-get install chromium, or set ATTNMT_CHROMIUM)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    page.outside_requests = []  # the page must work offline: every asset from attnmt itself
+    page.errors = []
+
+    def only_loopback(route):
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            page.outside_requests.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_loopback)
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.on("console", lambda message: page.errors.append(message.text) if message.type == "error" else None)
+    yield page
+    page.close()
+
+
+def api_translation(url: str, sentence: str, beam: int) -> dict:
+    response = httpx.post(f"{url}/v1/translate", json={"text": [sentence], "beam": beam, "attention": True}, timeout=30)
+    response.raise_for_status()
+    return response.json()["results"][0]["translations"][0]
+
+
+def test_translate_draw_and_highlight(page, live_server, tmp_path):
+    page.goto(live_server.url + "/")
+    sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
+    page.fill("#source", SENTENCE)
+    page.fill("#beam", "3")
+    page.click("#translate")
+    page.wait_for_selector(".result .heatmap .cell")
+
+    expected = api_translation(live_server.url, SENTENCE, beam=3)
+    assert page.inner_text(".result .translation") == expected["text"]
+
+    # One cell per (target, source) pair, </s> included on both sides.
+    pieces = expected["attention"]["pieces"]
+    assert pieces["target"] == expected["tokens"] + ["</s>"]
+    assert page.locator(".result .cell").count() == len(pieces["target"]) * len(pieces["source"])
+    assert page.locator(".result .src-label").count() == len(pieces["source"])
+    assert page.locator(".result .trg-label").count() == len(pieces["target"])
+
+    # Hover a cell: its target token is highlighted, and so is the source token it attended to most.
+    row = 1
+    strongest = max(range(len(pieces["source"])), key=lambda col: pieces["weights"][row][col])
+    cell = page.locator(f'.result .cell[data-row="{row}"][data-col="0"]')
+    cell.hover()
+    sync_api.expect(cell).to_have_class("cell in-focus current")
+    sync_api.expect(page.locator(f'.trg-label[data-row="{row}"]')).to_have_class("trg-label active")
+    sync_api.expect(page.locator(f'.src-label[data-col="{strongest}"]')).to_contain_class("attended")
+    sync_api.expect(page.locator(".readout")).to_contain_text("attended to:")
+    page.screenshot(path=str(tmp_path / "viewer-hover.png"), full_page=True)
+
+    # The reverse: hover a source token, the target token that attended to it most is highlighted.
+    column = 0
+    strongest_row = max(range(len(pieces["target"])), key=lambda r: pieces["weights"][r][column])
+    page.hover(f'.src-label[data-col="{column}"]')
+    sync_api.expect(page.locator(f'.src-label[data-col="{column}"]')).to_contain_class("active")
+    sync_api.expect(page.locator(f'.trg-label[data-row="{strongest_row}"]')).to_contain_class("attended")
+    sync_api.expect(page.locator(f'.trg-label[data-row="{row}"]')).not_to_contain_class("active")
+
+    # Word level: the characters of each word merged, one cell per (target word, source word).
+    words = expected["attention"]["words"]
+    page.check("#level-words")
+    sync_api.expect(page.locator(".result .cell")).to_have_count(len(words["target"]) * len(words["source"]))
+    assert page.locator(".result .src-label").all_inner_texts() == words["source"]
+    page.screenshot(path=str(tmp_path / "viewer-words.png"), full_page=True)
+
+    assert (tmp_path / "viewer-hover.png").stat().st_size > 0
+    assert page.outside_requests == []
+    assert page.errors == []
+
+
+def test_invalid_input_shows_the_servers_message(page, live_server):
+    page.goto(live_server.url + "/")
+    sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
+    page.fill("#source", "one two")
+    page.evaluate("document.getElementById('beam').removeAttribute('max')")  # get past the browser's own check
+    page.fill("#beam", "99")
+    page.click("#translate")
+    sync_api.expect(page.locator("#status")).to_contain_text("Error 422: beam: Input should be less than or equal to 16")
