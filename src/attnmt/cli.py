@@ -90,11 +90,24 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_serve)
 
 
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="download a public corpus, verified, as plain text files")
+    datasets = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    m = datasets.add_parser("multi30k", help="Multi30k task 1 (en, de, fr): train, val and the test sets")
+    m.add_argument("--pair", required=True, help="en-de, en-fr, de-en or fr-en (reverse pairs write the same files)")
+    m.add_argument("--out", type=Path, required=True, help="folder for the plain files {split}.{lang}")
+    m.add_argument("--from", dest="source_dir", type=Path, metavar="DIR",
+                   help="copy from a local folder of {split}.{lang} or {split}.{lang}.gz files instead of downloading")
+    m.add_argument("--base-url", default=None, help="download from a mirror of data/task1/raw instead of GitHub")
+    m.add_argument("--timeout", type=float, default=60.0, help="seconds a download may stall (default 60)")
+    m.set_defaults(run=_run_data)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_serve):
+    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_serve, _add_data):
         add(sub)
     return parser
 
@@ -209,6 +222,17 @@ def _run_quickstart(args: argparse.Namespace) -> int:
     report = run_quickstart(args.out, seed=args.seed, max_time=args.max_time,
                             progress=False if args.no_progress else None, log=_log)
     return 0 if report.accuracy is not None else 1
+
+
+def _run_data(args: argparse.Namespace) -> int:
+    from attnmt.datasets.multi30k import DEFAULT_BASE_URL, prepare_multi30k
+
+    result = prepare_multi30k(args.pair, args.out, source_dir=args.source_dir,
+                              base_url=args.base_url or DEFAULT_BASE_URL, timeout=args.timeout, log=_log)
+    _log(f"{len(result.written)} files written to {result.out_dir}"
+         + (f"; skipped {', '.join(result.skipped)}" if result.skipped else ""))
+    print(result.config_hint())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
