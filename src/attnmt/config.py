@@ -84,6 +84,7 @@ class TrainConfig:
     plateau_factor: float = 0.5
     plateau_patience: int = 2  # validations without improvement before the LR is cut
     valid_every: int = 500  # steps
+    checkpoint_every: int = 0  # steps between trainer-state checkpoints (for --resume); 0: at each validation
     valid_max_sentences: int = 0  # 0: the whole validation set
     log_every: int = 50
     early_stopping_metric: Literal["bleu", "loss"] = "bleu"
@@ -101,6 +102,7 @@ class DecodeConfig:
     max_length_ratio: float = 2.0  # target tokens at most ratio * source tokens + max_length_extra
     max_length_extra: int = 10
     batch_size: int = 64  # sentences per decoding batch
+    max_input_tokens: int = 0  # longer inputs are translated in pieces of at most this; 0: data.max_src_tokens
 
 
 @dataclass
@@ -150,7 +152,8 @@ class Config:
             )
         if self.model.share_embeddings and not self.vocab.joint:
             raise ConfigError("model.share_embeddings needs vocab.joint: true (one vocabulary for both sides)")
-        for key in ("max_steps", "max_time", "early_stopping_patience", "valid_max_sentences", "num_threads"):
+        for key in ("max_steps", "max_time", "early_stopping_patience", "valid_max_sentences", "num_threads",
+                    "checkpoint_every"):
             if getattr(self.train, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self.train, key)}")
         return self
@@ -261,9 +264,11 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = yaml.safe_load(path.read_bytes())  # PyYAML checks the encoding and names the position
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except OSError as error:  # a directory, no permission, ...
+            raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {error}") from None
         if raw is None:

@@ -13,7 +13,9 @@ from attnmt.checkpoint import METRICS_FILE
 
 class MetricsLog:
     def __init__(self, model_dir: Path) -> None:
-        self.file = open(Path(model_dir) / METRICS_FILE, "a", encoding="utf-8")
+        path = Path(model_dir) / METRICS_FILE
+        _drop_torn_last_line(path)
+        self.file = open(path, "a", encoding="utf-8")
         self.writer = _tensorboard_writer(Path(model_dir) / "tensorboard")
 
     def write(self, event: str, **values: Any) -> dict[str, Any]:
@@ -31,6 +33,25 @@ class MetricsLog:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _drop_torn_last_line(path: Path) -> None:
+    """A run killed in the middle of a write leaves half a line: cut it, so every line stays JSON."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, 2)
+        if size == 0:
+            return
+        tail_start = max(0, size - (1 << 16))
+        handle.seek(tail_start)
+        tail = handle.read()
+        if tail.endswith(b"\n"):
+            return
+        last_newline = tail.rfind(b"\n")
+        if last_newline < 0 and tail_start > 0:
+            return  # a line longer than 64 KiB: leave it alone
+        handle.truncate(tail_start + last_newline + 1)
 
 
 def _tensorboard_writer(log_dir: Path):

@@ -26,7 +26,10 @@ from attnmt.checkpoint import (
     WEIGHTS_FILE,
     TrainerState,
     atomic_write_text,
+    load_config_file,
     load_trainer_state,
+    remove_run_files,
+    remove_stale_temporaries,
     save_trainer_state,
     save_weights,
 )
@@ -39,7 +42,7 @@ from attnmt.model import Seq2Seq
 from attnmt.prepare import PreparedData, prepare_data
 from attnmt.translator import decode_ids
 
-MAX_NONFINITE_IN_A_ROW = 20
+MAX_NONFINITE_IN_A_ROW = 20  # skipped steps (non-finite loss or gradient) in a row before training gives up
 
 
 class TrainingError(RuntimeError):
@@ -105,6 +108,11 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
     model_dir = Path(model_dir)
     _check_model_dir(model_dir, resume, overwrite)
     model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
+    if resume:
+        _check_same_model(config, model_dir)
+    elif overwrite:
+        remove_run_files(model_dir)
     train_cfg = config.train
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
@@ -123,12 +131,19 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
     log(f"model: {model.num_parameters():,} parameters; {len(data.train_src)} training pairs")
 
     metrics = MetricsLog(model_dir)
+    if resume:
+        metrics.write("resume", step=state.step, epoch=state.epoch + 1, batch_in_epoch=state.batch_in_epoch)
     validations: list[dict[str, Any]] = []
     started = time.perf_counter() - state.elapsed_seconds
     total_steps = _planned_steps(train_cfg, data, state)
     bar = tqdm(total=total_steps, initial=state.step, disable=_quiet(progress), unit="step", dynamic_ncols=True)
-    window_tokens, window_loss, window_start = 0, 0.0, time.perf_counter()
-    stop_reason = ""
+    window_tokens, window_loss = state.window_tokens, state.window_loss  # as the checkpoint left them
+    window_start = time.perf_counter() - state.window_seconds
+    checkpoint_every = train_cfg.checkpoint_every or train_cfg.valid_every
+    checkpoint_step = state.step if resume else None  # the step of the trainer state on disk
+    diverged = False
+    # a resumed run may have nothing left to do
+    stop_reason = _budget_spent(train_cfg, state, state.elapsed_seconds) or _early_stop(train_cfg, state)
 
     while not stop_reason:
         if state.epoch >= train_cfg.max_epochs:
@@ -141,20 +156,20 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
             batch = collate([data.train_src[i] for i in indices], [data.train_trg[i] for i in indices], indices)
             loss = batch_loss(model, batch, train_cfg.label_smoothing)
             state.batch_in_epoch += 1
-            if not torch.isfinite(loss):
-                state.nonfinite_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            problem = f"loss is {loss.item()}" if not torch.isfinite(loss) else ""
+            if not problem:
+                (loss / batch.n_trg_tokens).backward()
+                # max_norm=inf only measures (the gradients are multiplied by exactly 1)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm or math.inf)
+                problem = f"gradient norm is {float(grad_norm)}" if not torch.isfinite(grad_norm) else ""
+            if problem:  # skip the step: the weights stay as they were
                 optimizer.zero_grad(set_to_none=True)
-                metrics.write("nonfinite_loss", step=state.step, value=float(loss))
-                log(f"step {state.step}: loss is {float(loss)}; step skipped ({state.nonfinite_steps} in a row)")
-                if state.nonfinite_steps >= MAX_NONFINITE_IN_A_ROW:
-                    stop_reason = f"{MAX_NONFINITE_IN_A_ROW} non-finite losses in a row; last good checkpoint kept"
+                if _skip_nonfinite_step(problem, state, metrics, log) >= MAX_NONFINITE_IN_A_ROW:
+                    stop_reason, diverged = f"{MAX_NONFINITE_IN_A_ROW} non-finite losses or gradients in a row", True
                     break
                 continue
             state.nonfinite_steps = 0
-            optimizer.zero_grad(set_to_none=True)
-            (loss / batch.n_trg_tokens).backward()
-            if train_cfg.clip_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm)
             optimizer.step()
             if train_cfg.schedule == "warmup_decay":
                 scheduler.step()
@@ -174,13 +189,20 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
                 window_tokens, window_loss, window_start = 0, 0.0, time.perf_counter()
 
             stop_reason = _budget_spent(train_cfg, state, time.perf_counter() - started)
-            if state.step % train_cfg.valid_every == 0 or stop_reason:
+            validation_due = state.step % train_cfg.valid_every == 0 or bool(stop_reason)
+            if validation_due or state.step % checkpoint_every == 0:
                 state.elapsed_seconds = time.perf_counter() - started
-                result = _validate_and_checkpoint(model, optimizer, scheduler, state, data, config, model_dir, metrics, log)
-                validations.append(result)
-                if not stop_reason:
-                    stop_reason = _early_stop(train_cfg, state)
-                window_start = time.perf_counter()  # validation time is not training throughput
+                state.window_tokens, state.window_loss = window_tokens, window_loss
+                state.window_seconds = time.perf_counter() - window_start
+                if validation_due:
+                    validations.append(_validate_and_checkpoint(model, optimizer, scheduler, state, data, config,
+                                                                model_dir, metrics, log))
+                    if not stop_reason:
+                        stop_reason = _early_stop(train_cfg, state)
+                    window_start = time.perf_counter()  # validation time is not training throughput
+                else:
+                    save_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler, state)
+                checkpoint_step = state.step
             if stop_reason:
                 break
         else:
@@ -188,6 +210,10 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
             state.batch_in_epoch = 0
 
     bar.close()
+    if diverged:  # nothing more is saved: the checkpoint on disk is the last good one
+        metrics.write("stop", step=state.step, reason=stop_reason, elapsed=time.perf_counter() - started)
+        metrics.close()
+        raise TrainingError(_diverged_message(model_dir, state, checkpoint_step))
     if not (model_dir / WEIGHTS_FILE).exists():  # stopped before any validation: keep what we have
         state.elapsed_seconds = time.perf_counter() - started
         validations.append(_validate_and_checkpoint(model, optimizer, scheduler, state, data, config, model_dir, metrics, log))
@@ -205,6 +231,35 @@ def _check_model_dir(model_dir: Path, resume: bool, overwrite: bool) -> None:
         raise TrainingError(
             f"{model_dir} already holds a model; pass --resume to continue it or --overwrite to start afresh"
         )
+
+
+def _check_same_model(config: Config, model_dir: Path) -> None:
+    """--resume must rebuild the same model and tokenizers as the run it continues."""
+    saved = load_config_file(model_dir)
+    changed = [f"{section}.{key}" for section in ("model", "vocab")
+               for key, value in getattr(config, section).__dict__.items()
+               if getattr(getattr(saved, section), key) != value]
+    if changed:
+        raise TrainingError(f"cannot resume: {', '.join(changed)} differ from {model_dir / CONFIG_FILE}; "
+                            "the model and vocab settings must stay as they were")
+
+
+def _skip_nonfinite_step(problem: str, state: TrainerState, metrics: MetricsLog, log) -> int:
+    """Log a skipped step; returns how many steps in a row have been skipped."""
+    state.nonfinite_steps += 1
+    metrics.write("nonfinite", step=state.step, problem=problem, in_a_row=state.nonfinite_steps)
+    log(f"step {state.step}: {problem}; step skipped ({state.nonfinite_steps} in a row)")
+    return state.nonfinite_steps
+
+
+def _diverged_message(model_dir: Path, state: TrainerState, checkpoint_step: int | None) -> str:
+    if checkpoint_step is None:
+        kept = "no checkpoint had been written yet"
+    else:
+        kept = (f"the last good checkpoint, {model_dir / TRAINER_STATE_FILE} (step {checkpoint_step}), and the best "
+                f"weights, {model_dir / WEIGHTS_FILE} (step {state.best_step}), are kept")
+    return (f"training diverged: {MAX_NONFINITE_IN_A_ROW} non-finite losses or gradients in a row at step "
+            f"{state.step}; {kept}. Lower train.learning_rate or train.clip_grad_norm and train again")
 
 
 def _quiet(progress: bool | None) -> bool:

@@ -16,6 +16,7 @@ def clean_line(line: str) -> str:
       unicode spaces (no-break, thin, ideographic, ...) and line/paragraph separators become a space;
     - invisible format characters (category Cf: BOM, zero-width space, bidi marks, soft hyphen, ...)
       are removed, except the zero-width (non-)joiners, which carry meaning;
+    - a lone surrogate (which no UTF-8 text holds, but a Python or JSON string can) becomes U+FFFD;
     - runs of whitespace collapse to one space; leading and trailing whitespace go.
 
     The result never contains a character that ``str.splitlines`` would split on.
@@ -31,4 +32,6 @@ def _clean_char(char: str) -> str:
         return " "
     if category == "Cf" and char not in _KEPT_FORMAT_CHARS:
         return ""
+    if category == "Cs":
+        return "\ufffd"
     return char
