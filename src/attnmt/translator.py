@@ -6,6 +6,7 @@ target piece plus the final ``</s>``, one column per source piece plus the sourc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +19,12 @@ from attnmt.config import Config, DecodeConfig
 from attnmt.data.batching import collate, sentence_batches
 from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
-from attnmt.data.vocab import EOS_PIECE
+from attnmt.data.vocab import EOS_PIECE, UNK_ID
 from attnmt.model import Seq2Seq
 from attnmt.search import Hypothesis, beam_search, greedy_search
+from attnmt.segment import WORD_START, join_n_best, split_points
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,14 +101,24 @@ class Translator:
         for path in {src_path, trg_path}:
             if not path.exists():
                 raise CheckpointError(f"{model_dir} lacks its tokenizer model {path.name}")
-        src_tokenizer = SubwordTokenizer.load(src_path)
-        trg_tokenizer = src_tokenizer if trg_path == src_path else SubwordTokenizer.load(trg_path)
+        src_tokenizer = _load_tokenizer(src_path)
+        trg_tokenizer = src_tokenizer if trg_path == src_path else _load_tokenizer(trg_path)
         model = Seq2Seq.from_config(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
         weights = model_dir / WEIGHTS_FILE
         if not weights.exists():
             raise CheckpointError(f"{model_dir} lacks its weights {WEIGHTS_FILE}")
         load_weights(model, weights)
         return cls(model, config, src_tokenizer, trg_tokenizer, device)
+
+    def quantize_dynamic(self) -> "Translator":
+        """int8 weights for the linear and recurrent layers (PyTorch dynamic quantization), for faster
+        decoding on a CPU. Activations stay float; check BLEU on your data (docs/performance.md)."""
+        if self.device.type != "cpu":
+            raise ValueError("dynamic int8 quantization runs on the CPU only")
+        self.model = torch.ao.quantization.quantize_dynamic(
+            self.model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8
+        )
+        return self
 
     def translate(
         self, texts: Sequence[str], beam: int | None = None, length_penalty: float | None = None
@@ -115,7 +129,10 @@ class Translator:
     def translate_n_best(
         self, texts: Sequence[str], beam: int | None = None, n_best: int = 1, length_penalty: float | None = None
     ) -> list[list[Translation]]:
-        """The ``n_best`` best translations of each text, best first."""
+        """The ``n_best`` best translations of each text, best first.
+
+        A text longer than ``decode.max_input_tokens`` source tokens (default ``data.max_src_tokens``,
+        what the model was trained on) is translated in pieces cut at sentence or word boundaries."""
         beam_size = self.config.decode.beam_size if beam is None else beam
         if beam_size < 1:
             raise ValueError(f"beam must be >= 1, got {beam_size}")
@@ -127,22 +144,66 @@ class Translator:
         cleaned = [clean_line(text) for text in texts]
         src_ids = self.src_tokenizer.encode_batch(cleaned)
         wanted = [i for i, text in enumerate(cleaned) if text]
-        found = decode_ids(self.model, [src_ids[i] for i in wanted], decode, beam_size, n_best, self.device)
+        spans = [(i, start, end) for i in wanted for start, end in self._input_spans(src_ids[i], decode)]
+        found = decode_ids(self.model, [src_ids[i][start:end] for i, start, end in spans], decode, beam_size,
+                           n_best, self.device)
+        parts: dict[int, list[list[Hypothesis]]] = {}
+        for (i, _, _), hypotheses in zip(spans, found):
+            parts.setdefault(i, []).append(hypotheses)
+        if len(spans) > len(wanted):
+            logger.warning("%d input lines longer than %d source tokens were translated in pieces",
+                           sum(len(p) > 1 for p in parts.values()), self._max_input_tokens(decode))
         results: list[list[Translation]] = [[_empty_translation()] for _ in texts]
-        for i, hypotheses in zip(wanted, found):
+        for i, line_parts in parts.items():
             src_pieces = [self.src_tokenizer.id_to_piece(t) for t in src_ids[i]]
-            results[i] = [self._to_translation(h, src_pieces) for h in hypotheses[:n_best]]
+            hypotheses = line_parts[0] if len(line_parts) == 1 else join_n_best(line_parts, n_best)
+            results[i] = [self._to_translation(h, src_pieces, cleaned[i]) for h in hypotheses[:n_best]]
         return results
 
-    def _to_translation(self, hypothesis: Hypothesis, src_pieces: list[str]) -> Translation:
+    def _max_input_tokens(self, decode: DecodeConfig) -> int:
+        return decode.max_input_tokens or self.config.data.max_src_tokens
+
+    def _input_spans(self, ids: list[int], decode: DecodeConfig) -> list[tuple[int, int]]:
+        """Where to cut a tokenized input into pieces the model can translate (one span if it fits)."""
+        limit = self._max_input_tokens(decode)
+        if len(ids) <= limit:
+            return [(0, len(ids))]
+        return split_points([self.src_tokenizer.id_to_piece(t) for t in ids], limit)
+
+    def _to_translation(self, hypothesis: Hypothesis, src_pieces: list[str], source_text: str = "") -> Translation:
         return Translation(
-            text=self.trg_tokenizer.decode(hypothesis.tokens),
+            text=self._detokenize(hypothesis, source_text),
             tokens=[self.trg_tokenizer.id_to_piece(t) for t in hypothesis.tokens],
             src_tokens=src_pieces,
             score=float(hypothesis.score),
             log_prob=float(hypothesis.log_prob),
             attention=hypothesis.attention.float().cpu().numpy(),
         )
+
+
+    def _detokenize(self, hypothesis: Hypothesis, source_text: str) -> str:
+        """The output text, always one line. An ``<unk>`` the model wrote becomes the source piece it
+        attended to most (Luong et al., 2015): unknown names, numbers and symbols come through."""
+        tokens = hypothesis.tokens
+        surfaces = self.src_tokenizer.pieces(source_text) if UNK_ID in tokens else []  # an <unk> as its characters
+        if not surfaces:
+            return clean_line(self.trg_tokenizer.decode(tokens))
+        attention = hypothesis.attention[:, : len(surfaces)]  # (len(tokens)+1, src_len) without </s>
+        pieces = []
+        for row, token in enumerate(tokens):
+            if token == UNK_ID:
+                surface = surfaces[int(attention[row].argmax())]
+                pieces.append(" " + surface[1:] if surface.startswith(WORD_START) else surface)
+            else:
+                pieces.append(self.trg_tokenizer.id_to_piece(token))
+        return clean_line(self.trg_tokenizer.processor.decode_pieces(pieces))
+
+
+def _load_tokenizer(path: Path) -> SubwordTokenizer:
+    try:
+        return SubwordTokenizer.load(path)
+    except (OSError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"cannot load the tokenizer model {path}: {error}") from None
 
 
 def _empty_translation() -> Translation:
