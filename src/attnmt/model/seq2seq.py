@@ -87,15 +87,21 @@ class Seq2Seq(nn.Module):
         log_probs = torch.log_softmax(self.output_layer(attentional), dim=-1)  # (batch, trg_vocab)
         return log_probs, state, weights
 
-    def forward(self, src: Tensor, src_lengths: Tensor, trg_input: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, src: Tensor, src_lengths: Tensor, trg_input: Tensor, trg_mask: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Teacher-forced logits for training.
 
         src: (batch, src_len); trg_input: (batch, trg_len) BOS + reference
-        returns logits (batch, trg_len, trg_vocab) and attention (batch, trg_len, src_len)
+        trg_mask: optional (batch, trg_len) bool, True where a logit is wanted (the real target tokens)
+        returns logits (batch, trg_len, trg_vocab), or (n_true, trg_vocab) for the positions of
+        ``trg_mask`` in row-major order, and attention (batch, trg_len, src_len)
         """
         memory, state = self.encode(src, src_lengths)
         attentional, weights = self.decoder(trg_input, state, memory)  # (batch, trg_len, attentional_size)
-        logits = self.output_layer(self.decoder.dropout(attentional))  # (batch, trg_len, trg_vocab)
+        if trg_mask is not None:  # the output layer is a third of the work: skip the padding
+            attentional = attentional[trg_mask]  # (n_true, attentional_size)
+        logits = self.output_layer(self.decoder.dropout(attentional))  # (batch, trg_len, trg_vocab) or (n_true, trg_vocab)
         return logits, weights
 
     def num_parameters(self) -> int:
