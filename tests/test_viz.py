@@ -5,10 +5,8 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from attnmt.viz import merge_subwords, plot_attention
+from attnmt.viz import plot_attention
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -54,55 +52,3 @@ def test_bad_suffix_and_shape(tmp_path):
     with pytest.raises(ValueError, match="2-D"):
         plot_attention(np.ones(3), ["a", "b", "c"], ["x"], tmp_path / "a.png")
     assert not list(tmp_path.iterdir())
-
-
-def test_merge_subwords_by_hand():
-    src = ["▁Ein", "▁Hund", "e", "▁läuft", "</s>"]  # words: Ein | Hunde | läuft | </s>
-    trg = ["▁A", "▁do", "g", "</s>"]  # words: A | dog | </s>
-    attention = np.array(
-        [
-            [0.7, 0.1, 0.1, 0.0, 0.1],
-            [0.1, 0.5, 0.2, 0.1, 0.1],
-            [0.3, 0.1, 0.0, 0.3, 0.3],
-            [0.0, 0.0, 0.0, 0.2, 0.8],
-        ]
-    )
-    words, src_words, trg_words = merge_subwords(attention, src, trg)
-    assert src_words == ["Ein", "Hunde", "läuft", "</s>"]
-    assert trg_words == ["A", "dog", "</s>"]
-    expected = np.array(
-        [
-            [0.7, 0.2, 0.0, 0.1],
-            [0.2, 0.4, 0.2, 0.2],  # mean of "▁do" -> [.1,.7,.1,.1] and "g" -> [.3,.1,.3,.3]
-            [0.0, 0.0, 0.2, 0.8],
-        ]
-    )
-    np.testing.assert_allclose(words, expected)
-
-
-def test_merge_subwords_special_tokens_and_leading_pieces():
-    src = ["la", "▁x", "</s>", "y"]  # a first piece without "▁", and a piece after a special token
-    words, src_words, _ = merge_subwords(np.full((1, 4), 0.25), src, ["</s>"])
-    assert src_words == ["la", "x", "</s>", "y"]
-    np.testing.assert_allclose(words, [[0.25, 0.25, 0.25, 0.25]])
-
-
-def test_merge_subwords_shape_mismatch():
-    with pytest.raises(ValueError, match=r"\(2, 2\).*\(3, 2\)"):
-        merge_subwords(np.ones((2, 2)), ["▁a", "▁b"], ["▁x", "▁y", "</s>"])
-
-
-PIECES = st.sampled_from(["▁a", "b", "▁cd", "e", "</s>", "<unk>", "▁"])
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    src=st.lists(PIECES, min_size=1, max_size=8),
-    trg=st.lists(PIECES, min_size=1, max_size=8),
-    seed=st.integers(0, 2**16),
-)
-def test_merge_subwords_rows_sum_to_one(src, trg, seed):
-    words, src_words, trg_words = merge_subwords(random_attention(len(trg), len(src), seed), src, trg)
-    assert words.shape == (len(trg_words), len(src_words))
-    np.testing.assert_allclose(words.sum(axis=1), 1.0)
-    assert (words >= 0).all()

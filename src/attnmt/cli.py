@@ -62,6 +62,19 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_plot)
 
 
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("align", help="word alignments from attention (Pharaoh i-j), scored with AER against gold")
+    p.add_argument("model_dir", type=Path, nargs="?", help="a model directory: align --src with --trg by forced decoding")
+    p.add_argument("--src", type=Path, help="source sentences, one per line, words separated by spaces")
+    p.add_argument("--trg", type=Path, help="their translations, one per line")
+    p.add_argument("--hyp", type=Path, help="instead of a model: alignments to score, one line of i-j links per pair")
+    p.add_argument("--gold", type=Path, help="gold alignments (i-j sure, i-jp or ipj possible, from 0): print AER, "
+                                             "precision and recall")
+    p.add_argument("--output", "-o", type=Path,
+                   help="write the alignments here (default: stdout, unless --gold is given)")
+    p.set_defaults(run=_run_align)
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="offline demo: learn to normalise dates written in many languages")
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="working directory (data, model, plot)")
@@ -107,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_serve, _add_data):
+    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
 
@@ -183,11 +196,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
+    from attnmt.alignment import merge_subwords
     from attnmt.translator import Translator
-    from attnmt.viz import merge_subwords, plot_attention
+    from attnmt.viz import plot_attention
 
-    translation = Translator.load(args.model_dir).translate([args.sentence], beam=args.beam,
-                                                             length_penalty=args.length_penalty)[0]
+    translator = Translator.load(args.model_dir)
+    if not translator.model.has_attention:
+        raise SystemExit(f"attnmt plot: {args.model_dir} has no attention (model.attention: none); nothing to plot")
+    translation = translator.translate([args.sentence], beam=args.beam, length_penalty=args.length_penalty)[0]
     if not translation.tokens and translation.attention.size == 0:
         raise SystemExit("attnmt plot: the sentence is empty; nothing to plot")
     src_labels, trg_labels = translation.attention_labels
@@ -196,6 +212,35 @@ def _run_plot(args: argparse.Namespace) -> int:
         attention, src_labels, trg_labels = merge_subwords(attention, src_labels, trg_labels)
     plot_attention(attention, src_labels, trg_labels, args.output, title=translation.text)
     print(f"{translation.text}\nattention heatmap written to {args.output}")
+    return 0
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from attnmt.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
+    from attnmt.data.corpus import read_lines
+
+    if (args.model_dir is None) == (args.hyp is None):
+        raise SystemExit("attnmt align: give a model directory (with --src and --trg) or --hyp, not both")
+    if args.hyp is not None and args.gold is None:
+        raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
+    gold = read_alignments(args.gold) if args.gold is not None else None
+    if args.hyp is not None:
+        links = [sorted(alignment.possible) for alignment in read_alignments(args.hyp)]
+    else:
+        if args.src is None or args.trg is None:
+            raise SystemExit("attnmt align: a model aligns --src with --trg; give both")
+        from attnmt.translator import Translator
+
+        sources, targets = read_lines(args.src), read_lines(args.trg)
+        if len(sources) != len(targets):
+            raise SystemExit(f"attnmt align: {args.src} has {len(sources)} lines but {args.trg} has {len(targets)}")
+        if gold is not None:  # before decoding: a gold file that does not fit the text is an error at once
+            check_gold_fits(gold, [len(s.split()) for s in sources], [len(t.split()) for t in targets], str(args.gold))
+        links = [alignment.links for alignment in Translator.load(args.model_dir).align(sources, targets)]
+        if args.output is not None or gold is None:
+            _write_lines([format_links(line) for line in links], args.output)
+    if gold is not None:
+        print(alignment_error_rate(links, gold))
     return 0
 
 

@@ -6,40 +6,20 @@ goes through the Agg canvas directly (no pyplot state, no GUI backend, safe insi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from attnmt.alignment import as_matrix, check_shape
+
 if TYPE_CHECKING:
     import torch
 
-WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
-_SPECIAL_TOKEN = re.compile(r"^<[^<>\s]+>$")  # </s>, <unk>, <pad>, ...
 _SUFFIXES = {".png": "png", ".svg": "svg"}
 
 _CELL_INCHES = 0.35
 _MIN_INCHES, _MAX_INCHES = 4.0, 22.0
-
-
-def _to_matrix(attention: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A float64 numpy copy of a 2-D numpy array or torch tensor."""
-    if hasattr(attention, "detach"):  # a torch.Tensor; checked by duck typing to avoid importing torch
-        attention = attention.detach().cpu().float().numpy()
-    matrix = np.asarray(attention, dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"attention must be 2-D (trg_len, src_len), got shape {matrix.shape}")
-    return matrix
-
-
-def _check_shape(matrix: np.ndarray, src_tokens: list[str], trg_tokens: list[str]) -> None:
-    expected = (len(trg_tokens), len(src_tokens))
-    if matrix.shape != expected:
-        raise ValueError(
-            f"attention has shape {matrix.shape} (trg_len, src_len) but the tokens give "
-            f"{expected}: {len(trg_tokens)} target and {len(src_tokens)} source tokens"
-        )
 
 
 def plot_attention(
@@ -54,8 +34,8 @@ def plot_attention(
     image_format = _SUFFIXES.get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"cannot write {path.name!r}: use a .png or .svg suffix")
-    matrix = _to_matrix(attention)  # (trg_len, src_len)
-    _check_shape(matrix, src_tokens, trg_tokens)
+    matrix = as_matrix(attention)  # (trg_len, src_len)
+    check_shape(matrix, src_tokens, trg_tokens)
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -89,49 +69,3 @@ def plot_attention(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format=image_format, bbox_inches="tight", dpi=150)
     return path
-
-
-def _group_words(pieces: list[str]) -> list[list[int]]:
-    """Indices of the pieces in each word: "▁" opens a word; special tokens are words of their own."""
-    words: list[list[int]] = []
-    previous_special = True  # the first piece always opens a word
-    for index, piece in enumerate(pieces):
-        special = bool(_SPECIAL_TOKEN.match(piece))
-        if special or previous_special or piece.startswith(WORD_START):
-            words.append([index])
-        else:
-            words[-1].append(index)
-        previous_special = special
-    return words
-
-
-def _word_label(pieces: list[str]) -> str:
-    return "".join(pieces).replace(WORD_START, "") or WORD_START
-
-
-def merge_subwords(
-    attention: np.ndarray | torch.Tensor, src_pieces: list[str], trg_pieces: list[str], merge_target: bool = True
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Word-level attention from SentencePiece-level attention.
-
-    Columns of a source word are summed (the mass given to the word); rows of a target word are
-    averaged, so rows that summed to 1 still do. Returns (attention_words, src_words, trg_words),
-    labels without "▁". ``merge_target=False`` keeps one row per target piece (e.g. characters of
-    an output with no spaces).
-    """
-    matrix = _to_matrix(attention)  # (trg_pieces, src_pieces)
-    _check_shape(matrix, src_pieces, trg_pieces)
-    src_words = _group_words(src_pieces)
-    trg_words = _group_words(trg_pieces) if merge_target else [[i] for i in range(len(trg_pieces))]
-
-    sum_sources = np.zeros((len(src_pieces), len(src_words)))  # (src_pieces, src_words)
-    for word_index, piece_indices in enumerate(src_words):
-        sum_sources[piece_indices, word_index] = 1.0
-    average_targets = np.zeros((len(trg_words), len(trg_pieces)))  # (trg_words, trg_pieces)
-    for word_index, piece_indices in enumerate(trg_words):
-        average_targets[word_index, piece_indices] = 1.0 / len(piece_indices)
-
-    attention_words = average_targets @ matrix @ sum_sources  # (trg_words, src_words)
-    src_labels = [_word_label([src_pieces[i] for i in word]) for word in src_words]
-    trg_labels = [_word_label([trg_pieces[i] for i in word]) for word in trg_words]
-    return attention_words, src_labels, trg_labels
