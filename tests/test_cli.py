@@ -9,7 +9,7 @@ import pytest
 from attnmt.cli import main
 from attnmt.evaluate import score_corpus
 from attnmt.translator import Translator
-from toy import toy_config, write_toy_corpus
+from toy import toy_config, toy_pairs, write_toy_corpus
 
 
 def attnmt(*args, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -99,6 +99,13 @@ def cli_here(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG header."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
 def test_align_scores_hand_made_files_with_aer(tmp_path):
     gold, predicted = tmp_path / "gold.align", tmp_path / "predicted.align"
     # sentence 1: S = {0-0, 1-1}, P = S + {2-2, 2-3}; sentence 2: S = P = {0-1, 1-0, 2-2}
@@ -143,6 +150,52 @@ def test_align_a_model_writes_pharaoh_lines_and_scores_them(toy_model_dir, tmp_p
     gold.write_text("0-0 1-1 2-2\n0-0 1-1\n1-1 2-2 3-3 4-4\n\n", encoding="utf-8")  # 1-based by mistake
     code, _, error = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--gold", gold)
     assert code == 1 and "gold.align, line 3: a link points at source word 4, but the pair has 4 source words" in error
+
+
+def test_evaluate_by_length_tables_and_plots_two_models(toy_model_dir, toy_none_model_dir, tmp_path, capsys):
+    pairs = toy_pairs(60, seed=123, max_words=5)
+    src, ref = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    ref.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    plot = tmp_path / "by_length.png"
+    code, printed, _ = cli_here(capsys, "evaluate", "--model", toy_model_dir, "--model", toy_none_model_dir, "--src", src,
+                                "--ref", ref, "--beam", "1", "--by-length", "--bucket-width", "2", "--min-bucket", "10",
+                                "--plot", plot)
+    assert code == 0
+    table = [line for line in printed.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header == ["source words", "sentences", f"{toy_model_dir} BLEU", f"{toy_model_dir} chrF2",
+                      f"{toy_none_model_dir} BLEU", f"{toy_none_model_dir} chrF2"]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert rows[-1][:2] == ["all", "60"]
+    assert sum(int(row[1]) for row in rows[:-1]) == 60 and all(int(row[1]) >= 10 for row in rows[:-1])
+    assert "BLEU: nrefs:1" in printed and "chrF2: nrefs:1" in printed
+    # each bucket is scored as a corpus of its own: recompute the first model's BLEU on each bucket
+    outputs = [t.text for t in Translator.load(toy_model_dir).translate([s for s, _ in pairs], beam=1)]
+    for row in rows[:-1]:
+        low, _, high = row[0].partition("–")
+        inside = [i for i, (s, _) in enumerate(pairs) if int(low) <= len(s.split()) <= int(high or low)]
+        assert len(inside) == int(row[1])
+        [bleu] = score_corpus([outputs[i] for i in inside], [pairs[i][1] for i in inside], metrics=("bleu",))
+        assert row[2] == f"{bleu.value:.2f}"
+    assert png_size(plot)[0] > 500
+
+    code, _, error = cli_here(capsys, "evaluate", "--hyp", ref, "--ref", ref, "--by-length")
+    assert code == 1 and "--by-length needs --src" in error
+    code, printed, _ = cli_here(capsys, "evaluate", "--hyp", ref, "--hyp", src, "--ref", ref)
+    assert printed.splitlines()[:2] == [str(ref), f"BLEU = 100.00  ({score_corpus(['a'], ['a'])[0].signature})"]
+
+
+def test_plot_draws_several_sentences_side_by_side(toy_model_dir, tmp_path, capsys):
+    one, two, stacked = tmp_path / "one.png", tmp_path / "two.png", tmp_path / "stacked.png"
+    assert cli_here(capsys, "plot", toy_model_dir, "one two three", "-o", one, "--words")[0] == 0
+    code, printed, _ = cli_here(capsys, "plot", toy_model_dir, "one two three", "four five", "-o", two, "--words")
+    texts = [t.text for t in Translator.load(toy_model_dir).translate(["one two three", "four five"])]
+    assert code == 0 and printed.splitlines()[:2] == texts
+    (one_width, one_height), (two_width, two_height) = png_size(one), png_size(two)
+    assert two_width > 1.6 * one_width and two_height < 1.3 * one_height  # side by side, not stacked
+    assert cli_here(capsys, "plot", toy_model_dir, "one two three", "four five", "-o", stacked, "--columns", "1")[0] == 0
+    assert png_size(stacked)[1] > 1.6 * one_height
 
 
 def test_plot_and_align_refuse_a_model_without_attention(toy_none_model_dir, tmp_path, capsys):

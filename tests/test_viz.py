@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from attnmt.viz import plot_attention
+from attnmt.evaluate import length_buckets, score_by_length
+from attnmt.viz import Heatmap, plot_attention, plot_heatmaps, plot_scores_by_length
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -52,3 +54,36 @@ def test_bad_suffix_and_shape(tmp_path):
     with pytest.raises(ValueError, match="2-D"):
         plot_attention(np.ones(3), ["a", "b", "c"], ["x"], tmp_path / "a.png")
     assert not list(tmp_path.iterdir())
+
+
+def svg_axes(path) -> int:
+    """How many axes (panels and colour bars) an SVG written by matplotlib holds."""
+    return len(re.findall(r'<g id="axes_\d+"', path.read_text(encoding="utf-8")))
+
+
+def test_several_heatmaps_side_by_side_on_one_colour_scale(tmp_path):
+    heatmaps = [
+        Heatmap(random_attention(3, 4, seed), [f"s{i}" for i in range(4)], [f"t{i}" for i in range(3)], f"panel {seed}")
+        for seed in range(3)
+    ]
+    path = plot_heatmaps(heatmaps, tmp_path / "three.svg")
+    assert svg_axes(path) == 4  # three heatmaps and one shared colour bar
+    assert svg_axes(plot_attention(heatmaps[0].attention, heatmaps[0].src_tokens, heatmaps[0].trg_tokens,
+                                   tmp_path / "one.svg")) == 2
+    with pytest.raises(ValueError, match="no heatmaps"):
+        plot_heatmaps([], tmp_path / "none.png")
+    broken = Heatmap(random_attention(3, 4), ["a", "b"], ["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        plot_heatmaps([heatmaps[0], broken], tmp_path / "broken.png")
+    assert not (tmp_path / "broken.png").exists()
+
+
+def test_scores_by_length_one_panel_per_metric(tmp_path):
+    sources = ["a b", "c d", "e f g h i j k", "l m n o p q r"]
+    references = ["the cat sat down", "a dog ran away", "one two three four five six", "seven eight nine ten eleven twelve"]
+    buckets = length_buckets(sources, width=5, min_sentences=1)
+    reports = [score_by_length(name, hypotheses, references, buckets)
+               for name, hypotheses in (("perfect", references), ("short", ["the cat", "a dog", "one", "seven"]))]
+    path = plot_scores_by_length(reports, tmp_path / "by_length.svg", title="toy")
+    assert svg_axes(path) == 2  # BLEU and chrF2
+    assert plot_scores_by_length(reports, tmp_path / "by_length.png").read_bytes().startswith(PNG_MAGIC)
