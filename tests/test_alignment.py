@@ -108,8 +108,8 @@ def test_each_target_word_links_to_the_source_word_it_attends_to_most():
     assert alignment.attention_labels == (["Ein", "Hund", "bellt", "</s>"], ["A", "dog", "barks", ".", "</s>"])
 
 
-def test_many_target_words_may_share_a_source_word():
-    attention = np.array([[0.8, 0.2], [0.6, 0.4], [0.1, 0.9]])
+def test_many_target_words_may_share_a_source_word_and_a_word_without_pieces_links_nowhere():
+    attention = np.array([[0.8, 0.2], [0.6, 0.4], [0.0, 0.0], [0.1, 0.9]])  # row 2: a word the tokenizer dropped
     assert attention_links(attention) == [(0, 0), (0, 1)]
 
 

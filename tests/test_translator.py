@@ -46,11 +46,13 @@ def test_forced_decoding_of_its_own_translation_gives_the_searchs_alignment(tran
 
 
 def test_align_keeps_one_column_per_whitespace_word_whatever_the_tokenizer_does(translator):
-    # "☃" is unknown to the toy vocabulary (no byte fallback) and "fünfzig" is split into many pieces
-    [alignment] = translator.align(["one ☃ two  three"], ["eins fünfzig zwei"])
-    assert alignment.src_words == ["one", "☃", "two", "three"] and alignment.trg_words == ["eins", "fünfzig", "zwei"]
-    assert alignment.attention.shape == (4, 5)
-    assert all(0 <= s < 4 and 0 <= t < 3 for s, t in alignment.links)
+    # "☃" is unknown to the toy vocabulary (no byte fallback), "fünfzig" is split into many pieces and
+    # "\u200b" (a zero-width space) has no pieces at all
+    [alignment] = translator.align(["one ☃ two  three"], ["eins fünfzig \u200b zwei"])
+    assert alignment.src_words == ["one", "☃", "two", "three"]
+    assert alignment.trg_words == ["eins", "fünfzig", "\u200b", "zwei"]
+    assert alignment.attention.shape == (5, 5)
+    assert all(0 <= s < 4 and t in (0, 1, 3) for s, t in alignment.links)
 
 
 def test_empty_lines_align_to_nothing(translator):

@@ -72,6 +72,8 @@ def test_several_heatmaps_side_by_side_on_one_colour_scale(tmp_path):
                                    tmp_path / "one.svg")) == 2
     with pytest.raises(ValueError, match="no heatmaps"):
         plot_heatmaps([], tmp_path / "none.png")
+    with pytest.raises(ValueError, match="columns must be at least 1"):
+        plot_heatmaps(heatmaps, tmp_path / "zero.png", columns=0)
     broken = Heatmap(random_attention(3, 4), ["a", "b"], ["x", "y", "z"])
     with pytest.raises(ValueError, match=r"\(3, 4\)"):
         plot_heatmaps([heatmaps[0], broken], tmp_path / "broken.png")

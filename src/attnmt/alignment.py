@@ -113,12 +113,13 @@ def merge_subwords(
 
 def attention_links(word_attention: np.ndarray) -> list[Link]:
     """Links from word attention (trg_words + 1, src_words + 1), the last row and column ``</s>``:
-    each target word to the source word it attends to most, none if that is ``</s>``."""
+    each target word to the source word it attends to most, none if that is ``</s>`` (or if the word
+    has no attention at all: a "word" of invisible characters that the tokenizer drops)."""
     src_eos = word_attention.shape[1] - 1
     links = []
     for target, row in enumerate(word_attention[:-1]):
         source = int(np.argmax(row))
-        if source != src_eos:
+        if source != src_eos and row[source] > 0:
             links.append((source, target))
     return links
 
@@ -176,7 +177,7 @@ def parse_alignment(line: str, where: str = "") -> GoldAlignment:
         match = _LINK.match(item)
         if match is None:
             raise AlignmentError(f"{where or 'alignment'}: cannot read the link {item!r}; "
-                             "expected i-j (sure), or i-jp, ipj or i?j (possible), indices from 0")
+                                 "expected i-j (sure), or i-jp, ipj or i?j (possible), indices from 0")
         source, target, possible_mark, possible_target = match.groups()
         if target is None:
             link = (int(source), int(possible_target))
@@ -220,7 +221,7 @@ def alignment_error_rate(hypotheses: Sequence[Sequence[Link]], gold: Sequence[Go
     """AER, precision and recall of predicted links against gold links, summed over sentences."""
     if len(hypotheses) != len(gold):
         raise AlignmentError(f"{len(hypotheses)} predicted alignments but {len(gold)} gold alignments: "
-                         "they must pair up line by line")
+                             "they must pair up line by line")
     predicted = hit_sure = hit_possible = sure = possible = 0
     for links, reference in zip(hypotheses, gold):
         links = set(links)

@@ -49,10 +49,12 @@ def plot_attention(
 
 def plot_heatmaps(heatmaps: Sequence[Heatmap], path: Path, columns: int | None = None) -> Path:
     """Draw several heatmaps side by side, ``columns`` to a row (default: up to 3), on one colour
-    scale; cells keep the same size across panels. PNG or SVG by suffix."""
+    scale; each column and row of the grid is sized for its largest heatmap. PNG or SVG by suffix."""
     path, image_format = _image_path(path)
     if not heatmaps:
         raise ValueError("no heatmaps to draw")
+    if columns is not None and columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
     matrices = [as_matrix(heatmap.attention) for heatmap in heatmaps]  # each (trg_len, src_len)
     for matrix, heatmap in zip(matrices, heatmaps):
         check_shape(matrix, heatmap.src_tokens, heatmap.trg_tokens)
