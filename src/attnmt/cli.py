@@ -251,7 +251,7 @@ def _run_align(args: argparse.Namespace) -> int:
     from attnmt.data.corpus import read_lines
 
     if (args.model_dir is None) == (args.hyp is None):
-        raise SystemExit("attnmt align: give a model directory (with --src and --trg) or --hyp, not both")
+        raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
     if args.hyp is not None and args.gold is None:
         raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
     gold = read_alignments(args.gold) if args.gold is not None else None
