@@ -29,14 +29,25 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def toy_model_dir(tmp_path_factory) -> Path:
-    """A tiny model trained for a few seconds on the toy number-word task (tests/toy.py)."""
+def _train_toy_model(root: Path, attention: str) -> Path:
     from attnmt.train import train
     from toy import toy_config, write_toy_corpus
 
-    root = tmp_path_factory.mktemp("toy")
     train_prefix, valid_prefix = write_toy_corpus(root / "data", n_train=400)
+    config = toy_config(train_prefix, valid_prefix)
+    config.model.attention = attention
     model_dir = root / "model"
-    train(toy_config(train_prefix, valid_prefix), model_dir, progress=False, log=lambda message: None)
+    train(config, model_dir, progress=False, log=lambda message: None)
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def toy_model_dir(tmp_path_factory) -> Path:
+    """A tiny model trained for a few seconds on the toy number-word task (tests/toy.py)."""
+    return _train_toy_model(tmp_path_factory.mktemp("toy"), "general")
+
+
+@pytest.fixture(scope="session")
+def toy_none_model_dir(tmp_path_factory) -> Path:
+    """The same without attention (``model.attention: none``), trained the same way."""
+    return _train_toy_model(tmp_path_factory.mktemp("toy_none"), "none")

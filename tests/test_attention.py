@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnmt.model.attention import Attention
+from attnmt.model.attention import Attention, FinalStateContext, make_attention
+from attnmt.model.encoder import EncoderMemory
 
 
 def softmax(values):
@@ -15,11 +16,16 @@ def softmax(values):
     return [e / sum(exps) for e in exps]
 
 
+def memory_of(attention, states: torch.Tensor, mask: torch.Tensor) -> EncoderMemory:
+    """The encoder memory of states (batch, src_len, size); its summary is the last real state."""
+    summary = states[torch.arange(states.size(0)), mask.sum(1) - 1]  # (batch, size)
+    return EncoderMemory(states, attention.project_keys(states), mask, summary)
+
+
 def run(attention, query, memory, mask=None):
     memory = torch.tensor([memory], dtype=torch.float)  # (1, src_len, memory_size)
     mask = torch.ones(memory.shape[:2], dtype=torch.bool) if mask is None else torch.tensor([mask])
-    keys = attention.project_keys(memory)
-    context, weights = attention(torch.tensor([[query]], dtype=torch.float), keys, memory, mask)
+    context, weights = attention(torch.tensor([[query]], dtype=torch.float), memory_of(attention, memory, mask))
     return context[0, 0], weights[0, 0]
 
 
@@ -65,9 +71,9 @@ def test_padding_gets_exactly_zero_weight_and_does_not_change_the_context(kind):
     memory = torch.randn(1, 3, 4)
     padded = torch.cat([memory, torch.randn(1, 2, 4) * 100], dim=1)  # junk in the padding
     query = torch.randn(1, 1, 4)
-    context, weights = attention(query, attention.project_keys(memory), memory, torch.ones(1, 3, dtype=torch.bool))
+    context, weights = attention(query, memory_of(attention, memory, torch.ones(1, 3, dtype=torch.bool)))
     mask = torch.tensor([[True, True, True, False, False]])
-    padded_context, padded_weights = attention(query, attention.project_keys(padded), padded, mask)
+    padded_context, padded_weights = attention(query, memory_of(attention, padded, mask))
     assert padded_weights[0, 0, 3:].tolist() == [0.0, 0.0]
     torch.testing.assert_close(padded_weights[..., :3], weights)
     torch.testing.assert_close(padded_context, context)
@@ -88,7 +94,7 @@ def test_weights_are_a_distribution_over_real_tokens(kind, batch, trg_len, src_l
     lengths = data.draw(st.lists(st.integers(1, src_len), min_size=batch, max_size=batch))
     mask = torch.arange(src_len)[None, :] < torch.tensor(lengths)[:, None]  # (batch, src_len)
     memory = torch.randn(batch, src_len, 6) * 5
-    context, weights = attention(torch.randn(batch, trg_len, 6) * 5, attention.project_keys(memory), memory, mask)
+    context, weights = attention(torch.randn(batch, trg_len, 6) * 5, memory_of(attention, memory, mask))
     assert weights.shape == (batch, trg_len, src_len)
     assert context.shape == (batch, trg_len, 6)
     assert torch.all(weights >= 0) and torch.all(weights <= 1)
@@ -99,3 +105,21 @@ def test_weights_are_a_distribution_over_real_tokens(kind, batch, trg_len, src_l
 def test_dot_attention_refuses_mismatched_sizes():
     with pytest.raises(ValueError, match="dot attention needs equal"):
         Attention("dot", 4, 8)
+
+
+def test_without_attention_every_context_is_the_final_state_and_there_are_no_weights():
+    attention = make_attention("none", 4, 6)
+    assert isinstance(attention, FinalStateContext) and not list(attention.parameters())
+    states = torch.randn(2, 5, 6)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    memory = memory_of(attention, states, mask)
+    context, weights = attention(torch.randn(2, 3, 4), memory)
+    assert weights is None
+    assert context.shape == (2, 3, 6)
+    torch.testing.assert_close(context, memory.summary[:, None, :].expand(2, 3, 6))
+    assert memory.keys.shape == (2, 5, 0)  # nothing is projected
+
+
+def test_unknown_kind_lists_the_choices():
+    with pytest.raises(ValueError, match="dot, general, additive or none"):
+        make_attention("concat", 4, 4)

@@ -1,13 +1,15 @@
-"""The command line, end to end in real subprocesses: train, translate, evaluate, plot."""
+"""The command line, end to end: train, translate, evaluate, plot and align in real subprocesses, and
+the analysis commands also in this process (``cli_here``), where interpreter start-up would dominate."""
 
 import subprocess
 import sys
 
 import pytest
 
+from attnmt.cli import main
 from attnmt.evaluate import score_corpus
 from attnmt.translator import Translator
-from toy import toy_config, write_toy_corpus
+from toy import toy_config, toy_pairs, write_toy_corpus
 
 
 def attnmt(*args, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -82,3 +84,125 @@ def test_invalid_utf8_input_names_the_line(toy_model_dir, tmp_path):
 @pytest.mark.parametrize("argv", [["--help"], ["translate", "--help"], ["--version"]])
 def test_help_and_version(argv):
     assert attnmt(*argv).returncode == 0
+
+
+def cli_here(capsys, *args) -> tuple[int, str, str]:
+    """``attnmt ARGS`` run in this process: (exit code, stdout, stderr), as a subprocess would give them."""
+    capsys.readouterr()
+    try:
+        code = main([str(arg) for arg in args])
+    except SystemExit as exit_:  # a message instead of a code: Python prints it and exits with 1
+        code = exit_.code if isinstance(exit_.code, int) else 1
+        if not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) in pixels, from the PNG header."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_align_scores_hand_made_files_with_aer(tmp_path):
+    gold, predicted = tmp_path / "gold.align", tmp_path / "predicted.align"
+    # sentence 1: S = {0-0, 1-1}, P = S + {2-2, 2-3}; sentence 2: S = P = {0-1, 1-0, 2-2}
+    gold.write_text("0-0 1-1 2-2p 2-3p\n0-1 1-0 2-2\n", encoding="utf-8")
+    # 0-0 sure, 1-2 wrong, 2-2 possible | 0-1 sure, 1-1 wrong: |A| = 5, |S| = 5, |A∩S| = 2, |A∩P| = 3
+    predicted.write_text("0-0 1-2 2-2\n0-1 1-1\n", encoding="utf-8")
+    aer, precision, recall = 1 - (2 + 3) / (5 + 5), 3 / 5, 2 / 5
+    printed = attnmt("align", "--hyp", predicted, "--gold", gold).stdout.decode()
+    assert printed.startswith(f"AER = {100 * aer:.2f}%  precision = {100 * precision:.2f}%  recall = {100 * recall:.2f}%")
+
+    predicted.write_text("0-0 1-1\n0-1 1-0 2-2 7x\n", encoding="utf-8")
+    broken = attnmt("align", "--hyp", predicted, "--gold", gold, check=False)
+    assert broken.returncode == 1 and "predicted.align, line 2: cannot read the link '7x'" in broken.stderr.decode()
+    assert "Traceback" not in broken.stderr.decode()
+
+
+def test_align_a_model_writes_pharaoh_lines_and_scores_them(toy_model_dir, tmp_path, capsys):
+    sources = ["one two three", "seven eight", "four five six seven", ""]
+    targets = ["eins zwei drei", "sieben acht", "vier fünf sechs sieben", ""]
+    src, trg = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("".join(s + "\n" for s in sources), encoding="utf-8")
+    trg.write_text("".join(t + "\n" for t in targets), encoding="utf-8")
+    expected = [a.pharaoh() for a in Translator.load(toy_model_dir).align(sources, targets)]
+    written = attnmt("align", toy_model_dir, "--src", src, "--trg", trg).stdout
+    assert written.decode().split("\n") == expected + [""]  # one line per pair, the empty pair's empty
+
+    # word for word, with "drei" possibly aligned to "two" as well: a hand-made gold file
+    gold = tmp_path / "gold.align"
+    gold.write_text("0-0 1-1 2-2 1-2p\n0-0 1-1\n0-0 1-1 2-2 3-3\n\n", encoding="utf-8")
+    predicted = [set(tuple(map(int, link.split("-"))) for link in line.split()) for line in expected]
+    sure = [{(0, 0), (1, 1), (2, 2)}, {(0, 0), (1, 1)}, {(0, 0), (1, 1), (2, 2), (3, 3)}, set()]
+    possible = [sure[0] | {(1, 2)}] + sure[1:]
+    hits_sure = sum(len(a & s) for a, s in zip(predicted, sure))
+    hits_possible = sum(len(a & p) for a, p in zip(predicted, possible))
+    aer = 1 - (hits_sure + hits_possible) / (sum(map(len, predicted)) + sum(map(len, sure)))
+    output = tmp_path / "model.align"
+    code, scored, _ = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--gold", gold, "-o", output)
+    assert code == 0 and scored.startswith(f"AER = {100 * aer:.2f}%") and "4 sentences" in scored
+    assert aer <= 0.2  # the toy model's attention is word for word
+    assert output.read_text(encoding="utf-8").split("\n") == expected + [""]
+
+    gold.write_text("0-0 1-1 2-2\n0-0 1-1\n1-1 2-2 3-3 4-4\n\n", encoding="utf-8")  # 1-based by mistake
+    code, _, error = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--gold", gold)
+    assert code == 1 and "gold.align, line 3: a link points at source word 4, but the pair has 4 source words" in error
+
+
+def test_evaluate_by_length_tables_and_plots_two_models(toy_model_dir, toy_none_model_dir, tmp_path, capsys):
+    pairs = toy_pairs(60, seed=123, max_words=5)
+    src, ref = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("".join(s + "\n" for s, _ in pairs), encoding="utf-8")
+    ref.write_text("".join(t + "\n" for _, t in pairs), encoding="utf-8")
+    plot = tmp_path / "by_length.png"
+    code, printed, _ = cli_here(capsys, "evaluate", "--model", toy_model_dir, "--model", toy_none_model_dir, "--src", src,
+                                "--ref", ref, "--beam", "1", "--by-length", "--bucket-width", "2", "--min-bucket", "10",
+                                "--plot", plot)
+    assert code == 0
+    table = [line for line in printed.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in table[0].strip("|").split("|")]
+    assert header == ["source words", "sentences", f"{toy_model_dir} BLEU", f"{toy_model_dir} chrF2",
+                      f"{toy_none_model_dir} BLEU", f"{toy_none_model_dir} chrF2"]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert rows[-1][:2] == ["all", "60"]
+    assert sum(int(row[1]) for row in rows[:-1]) == 60 and all(int(row[1]) >= 10 for row in rows[:-1])
+    assert "BLEU: nrefs:1" in printed and "chrF2: nrefs:1" in printed
+    # each bucket is scored as a corpus of its own: recompute the first model's BLEU on each bucket
+    outputs = [t.text for t in Translator.load(toy_model_dir).translate([s for s, _ in pairs], beam=1)]
+    for row in rows[:-1]:
+        low, _, high = row[0].partition("–")
+        inside = [i for i, (s, _) in enumerate(pairs) if int(low) <= len(s.split()) <= int(high or low)]
+        assert len(inside) == int(row[1])
+        [bleu] = score_corpus([outputs[i] for i in inside], [pairs[i][1] for i in inside], metrics=("bleu",))
+        assert row[2] == f"{bleu.value:.2f}"
+    assert png_size(plot)[0] > 500
+
+    code, _, error = cli_here(capsys, "evaluate", "--hyp", ref, "--ref", ref, "--by-length")
+    assert code == 1 and "--by-length needs --src" in error
+    code, printed, _ = cli_here(capsys, "evaluate", "--hyp", ref, "--hyp", src, "--ref", ref)
+    assert printed.splitlines()[:2] == [str(ref), f"BLEU = 100.00  ({score_corpus(['a'], ['a'])[0].signature})"]
+
+
+def test_plot_draws_several_sentences_side_by_side(toy_model_dir, tmp_path, capsys):
+    one, two, stacked = tmp_path / "one.png", tmp_path / "two.png", tmp_path / "stacked.png"
+    assert cli_here(capsys, "plot", toy_model_dir, "one two three", "-o", one, "--words")[0] == 0
+    code, printed, _ = cli_here(capsys, "plot", toy_model_dir, "one two three", "four five", "-o", two, "--words")
+    texts = [t.text for t in Translator.load(toy_model_dir).translate(["one two three", "four five"])]
+    assert code == 0 and printed.splitlines()[:2] == texts
+    (one_width, one_height), (two_width, two_height) = png_size(one), png_size(two)
+    assert two_width > 1.6 * one_width and two_height < 1.3 * one_height  # side by side, not stacked
+    assert cli_here(capsys, "plot", toy_model_dir, "one two three", "four five", "-o", stacked, "--columns", "1")[0] == 0
+    assert png_size(stacked)[1] > 1.6 * one_height
+
+
+def test_plot_and_align_refuse_a_model_without_attention(toy_none_model_dir, tmp_path, capsys):
+    code, _, error = cli_here(capsys, "plot", toy_none_model_dir, "one two", "-o", tmp_path / "a.png")
+    assert code == 1 and "has no attention (model.attention: none)" in error
+    assert not (tmp_path / "a.png").exists()
+    (tmp_path / "s").write_text("one\n", encoding="utf-8")
+    (tmp_path / "t").write_text("eins\n", encoding="utf-8")
+    code, _, error = cli_here(capsys, "align", toy_none_model_dir, "--src", tmp_path / "s", "--trg", tmp_path / "t")
+    assert code == 1 and "has no attention (model.attention: none)" in error

@@ -26,6 +26,7 @@ def test_yaml_values_and_overrides(tmp_path):
     assert config.train.max_steps == 250
     assert config.model.input_feeding is False
     assert config.data.src_lang == "en"
+    assert load_config(path, ["model.attention=none"]).model.attention == "none"  # the plain encoder–decoder
 
 
 def test_unknown_key_is_named_with_the_valid_keys(tmp_path):
@@ -47,7 +48,7 @@ def test_unknown_section_is_named(tmp_path):
         ("model.hidden_size=big", "model.hidden_size expects int, got 'big'"),
         ("model.hidden_size=1.5", "model.hidden_size expects int"),
         ("model.input_feeding=1", "model.input_feeding expects bool"),
-        ("model.attention=cosine", "model.attention must be one of dot, general, additive"),
+        ("model.attention=cosine", "model.attention must be one of dot, general, additive, none"),
         ("train.max_time=soon", "train.max_time expects seconds or a duration"),
         ("model.dropout=1.5", r"model.dropout must be in \[0, 1\)"),
         ("decode.n_best=9", r"decode.n_best \(9\) cannot exceed decode.beam_size \(5\)"),

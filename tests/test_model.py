@@ -7,6 +7,7 @@ import torch
 from attnmt.config import ModelConfig
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
 from attnmt.model import Seq2Seq
+from attnmt.model.encoder import EncoderMemory
 
 VOCAB = 30
 
@@ -28,7 +29,7 @@ def padded(sentences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 VARIANTS = [
     dict(rnn=rnn, attention=attention, input_feeding=feeding)
     for rnn in ("gru", "lstm")
-    for attention in ("dot", "general", "additive")
+    for attention in ("dot", "general", "additive", "none")
     for feeding in (True, False)
 ]
 
@@ -44,6 +45,9 @@ def test_forward_shapes_and_attention_rows(variant):
     trg_input = torch.tensor([[BOS_ID, 4, 5], [BOS_ID, 6, PAD_ID]])
     logits, attention = model(src, lengths, trg_input)
     assert logits.shape == (2, 3, VOCAB + 5)
+    if variant["attention"] == "none":
+        assert attention is None and not model.has_attention
+        return
     assert attention.shape == (2, 3, 5)
     torch.testing.assert_close(attention.sum(-1), torch.ones(2, 3))
     assert torch.all(attention[1, :, 3:] == 0)  # the second sentence has 3 real tokens incl. EOS
@@ -72,7 +76,36 @@ def test_teacher_forcing_equals_stepping(variant):
     for t in range(trg_input.size(1)):
         log_probs, state, weights = model.step(trg_input[:, t], state, memory)
         torch.testing.assert_close(log_probs, torch.log_softmax(logits[:, t], -1), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=1e-5)
+        if attention is None:
+            assert weights is None
+        else:
+            torch.testing.assert_close(weights, attention[:, t], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_without_attention_the_decoder_sees_the_source_only_through_the_final_state(rnn, input_feeding):
+    """The plain encoder–decoder: replacing every encoder state but the summary changes nothing."""
+    model = tiny_model(rnn=rnn, attention="none", input_feeding=input_feeding)
+    src, lengths = padded([[5, 6, 7], [8, 9, 10, 11, 12]])
+    memory, state = model.encode(src, lengths)
+    scrambled = EncoderMemory(torch.randn_like(memory.states) * 10, memory.keys, memory.mask, memory.summary)
+    trg_input = torch.tensor([[BOS_ID, 4, 5], [BOS_ID, 7, 8]])
+    attentional, weights = model.decoder(trg_input, state, memory)
+    scrambled_attentional, _ = model.decoder(trg_input, state, scrambled)
+    assert weights is None
+    torch.testing.assert_close(scrambled_attentional, attentional)
+    other_summary = EncoderMemory(memory.states, memory.keys, memory.mask, torch.randn_like(memory.summary))
+    assert not torch.allclose(model.decoder(trg_input, state, other_summary)[0], attentional)
+
+
+def test_no_attention_has_the_same_layers_but_the_attention_weights():
+    """The fair comparison: only the attention's own parameters (W of 'general') differ."""
+    general, none = tiny_model(attention="general"), tiny_model(attention="none")
+    general_names = {name for name, _ in general.named_parameters()}
+    none_names = {name for name, _ in none.named_parameters()}
+    assert general_names - none_names == {"decoder.attention.key_projection.weight"}
+    assert none_names < general_names
 
 
 def test_state_and_memory_reorder_follow_the_indices():

@@ -51,10 +51,12 @@ def fake_attention(mask: torch.Tensor, step: int, prev_token: int) -> torch.Tens
 
 
 class TableModel:
-    """Implements ``StepModel``: log-probabilities come from a table, attention from ``fake_attention``."""
+    """Implements ``StepModel``: log-probabilities come from a table, attention from ``fake_attention``
+    (or none, like a model without attention, when ``with_attention`` is False)."""
 
-    def __init__(self, table: Table) -> None:
+    def __init__(self, table: Table, with_attention: bool = True) -> None:
         self.table = table
+        self.with_attention = with_attention
         self.step_batch_sizes: list[int] = []
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[TableMemory, TableState]:
@@ -64,7 +66,7 @@ class TableModel:
 
     def step(
         self, prev_tokens: torch.Tensor, state: TableState, memory: TableMemory
-    ) -> tuple[torch.Tensor, TableState, torch.Tensor]:
+    ) -> tuple[torch.Tensor, TableState, torch.Tensor | None]:
         self.step_batch_sizes.append(len(prev_tokens))
         prefixes = []
         for prefix, token in zip(state.prefixes, prev_tokens.tolist()):
@@ -73,6 +75,8 @@ class TableModel:
         log_probs = torch.tensor([list(self.table(key, prefix)) for key, prefix in zip(memory.keys, prefixes)])
         rows = zip(memory.mask, prefixes, prev_tokens.tolist())
         attention = torch.stack([fake_attention(mask, len(prefix), token) for mask, prefix, token in rows])
+        if not self.with_attention:
+            attention = None
         return log_probs, TableState(tuple(prefixes)), attention  # (batch, VOCAB), (batch, src_len)
 
 
@@ -384,6 +388,24 @@ def test_a_batch_gives_what_each_sentence_gives_alone(table, batch, beam_size):
             for h, h_alone in zip(found, alone):
                 assert torch.equal(h.attention, h_alone.attention)
                 torch.testing.assert_close(h.attention, expected_attention(src[sentence], h.tokens))
+
+
+@settings(max_examples=40, deadline=None)
+@given(table=random_tables, batch=batches, alpha=alphas, beam_size=st.integers(1, 3))
+def test_a_model_without_attention_is_searched_the_same_way(table, batch, alpha, beam_size):
+    """Search does not depend on attention: the same hypotheses, each with no attention matrix."""
+    src, src_lengths, max_lengths = search_inputs(batch)
+    for search in (
+        lambda model: greedy_search(model, src, src_lengths, max_lengths),
+        lambda model: beam_search(model, src, src_lengths, max_lengths, beam_size, beam_size, alpha),
+    ):
+        with_attention = search(TableModel(table))
+        without = search(TableModel(table, with_attention=False))
+        for found, found_without in zip(with_attention, without):
+            assert [(h.tokens, h.score, h.log_prob) for h in found_without] == [
+                (h.tokens, h.score, h.log_prob) for h in found
+            ]
+            assert all(h.attention is None for h in found_without)
 
 
 # --- the real model ---------------------------------------------------------------------------------

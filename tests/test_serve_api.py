@@ -15,10 +15,11 @@ httpx = pytest.importorskip("httpx", reason="the API tests need httpx (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from attnmt.alignment import merge_subwords  # noqa: E402
 from attnmt.cli import build_parser  # noqa: E402
 from attnmt.serve.app import ServeSettings, create_app  # noqa: E402
 from attnmt.serve.schemas import RequestLimits  # noqa: E402
-from attnmt.viz import merge_subwords  # noqa: E402
+from attnmt.translator import Translator  # noqa: E402
 
 pytest_plugins = ["serve_fixtures"]
 
@@ -203,3 +204,14 @@ def test_serve_command_listens_on_loopback_by_default():
     args = build_parser().parse_args(["serve", "some/model"])
     assert (args.host, args.port, args.batching) == ("127.0.0.1", 8000, True)
     assert build_parser().parse_args(["serve", "m", "--no-batching"]).batching is False
+
+
+def test_a_model_without_attention_translates_and_says_it_has_no_attention(toy_none_model_dir):
+    translator = Translator.load(toy_none_model_dir)
+    with TestClient(create_app(translator, model_name="toy-none")) as none_client:
+        info = none_client.get("/v1/model").json()
+        assert info["model"]["attention"] == "none"
+        body = translate(none_client, text=["one two", ""], beam=2, attention=True)
+    translated, empty = (result["translations"][0] for result in body["results"])
+    assert translated["text"] == translator.translate(["one two"], beam=2)[0].text != ""
+    assert translated["attention"] is None and empty["attention"] is None

@@ -121,3 +121,24 @@ def test_invalid_input_shows_the_servers_message(page, live_server):
     page.fill("#beam", "99")
     page.click("#translate")
     sync_api.expect(page.locator("#status")).to_contain_text("Error 422: beam: Input should be less than or equal to 16")
+
+
+def test_a_model_without_attention_says_so_instead_of_a_heatmap(browser, toy_none_model_dir):
+    from attnmt.serve.app import create_app
+    from attnmt.translator import Translator
+    from serve_fixtures import LiveServer
+
+    translator = Translator.load(toy_none_model_dir)
+    with LiveServer(create_app(translator, model_name="toy-none")) as server:
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url + "/")
+        sync_api.expect(page.locator("#model-info")).to_contain_text("no attention")
+        page.fill("#source", "one two")
+        page.click("#translate")
+        sync_api.expect(page.locator(".result .readout")).to_contain_text("This model has no attention")
+        assert page.inner_text(".result .translation") == translator.translate(["one two"])[0].text
+        assert page.locator(".result .heatmap").count() == 0
+        page.close()
+    assert errors == []

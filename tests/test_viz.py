@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -5,10 +6,9 @@ import xml.etree.ElementTree as ElementTree
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from attnmt.viz import merge_subwords, plot_attention
+from attnmt.evaluate import length_buckets, score_by_length
+from attnmt.viz import Heatmap, plot_attention, plot_heatmaps, plot_scores_by_length
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -56,53 +56,36 @@ def test_bad_suffix_and_shape(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_merge_subwords_by_hand():
-    src = ["▁Ein", "▁Hund", "e", "▁läuft", "</s>"]  # words: Ein | Hunde | läuft | </s>
-    trg = ["▁A", "▁do", "g", "</s>"]  # words: A | dog | </s>
-    attention = np.array(
-        [
-            [0.7, 0.1, 0.1, 0.0, 0.1],
-            [0.1, 0.5, 0.2, 0.1, 0.1],
-            [0.3, 0.1, 0.0, 0.3, 0.3],
-            [0.0, 0.0, 0.0, 0.2, 0.8],
-        ]
-    )
-    words, src_words, trg_words = merge_subwords(attention, src, trg)
-    assert src_words == ["Ein", "Hunde", "läuft", "</s>"]
-    assert trg_words == ["A", "dog", "</s>"]
-    expected = np.array(
-        [
-            [0.7, 0.2, 0.0, 0.1],
-            [0.2, 0.4, 0.2, 0.2],  # mean of "▁do" -> [.1,.7,.1,.1] and "g" -> [.3,.1,.3,.3]
-            [0.0, 0.0, 0.2, 0.8],
-        ]
-    )
-    np.testing.assert_allclose(words, expected)
+def svg_axes(path) -> int:
+    """How many axes (panels and colour bars) an SVG written by matplotlib holds."""
+    return len(re.findall(r'<g id="axes_\d+"', path.read_text(encoding="utf-8")))
 
 
-def test_merge_subwords_special_tokens_and_leading_pieces():
-    src = ["la", "▁x", "</s>", "y"]  # a first piece without "▁", and a piece after a special token
-    words, src_words, _ = merge_subwords(np.full((1, 4), 0.25), src, ["</s>"])
-    assert src_words == ["la", "x", "</s>", "y"]
-    np.testing.assert_allclose(words, [[0.25, 0.25, 0.25, 0.25]])
+def test_several_heatmaps_side_by_side_on_one_colour_scale(tmp_path):
+    heatmaps = [
+        Heatmap(random_attention(3, 4, seed), [f"s{i}" for i in range(4)], [f"t{i}" for i in range(3)], f"panel {seed}")
+        for seed in range(3)
+    ]
+    path = plot_heatmaps(heatmaps, tmp_path / "three.svg")
+    assert svg_axes(path) == 4  # three heatmaps and one shared colour bar
+    assert svg_axes(plot_attention(heatmaps[0].attention, heatmaps[0].src_tokens, heatmaps[0].trg_tokens,
+                                   tmp_path / "one.svg")) == 2
+    with pytest.raises(ValueError, match="no heatmaps"):
+        plot_heatmaps([], tmp_path / "none.png")
+    with pytest.raises(ValueError, match="columns must be at least 1"):
+        plot_heatmaps(heatmaps, tmp_path / "zero.png", columns=0)
+    broken = Heatmap(random_attention(3, 4), ["a", "b"], ["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"\(3, 4\)"):
+        plot_heatmaps([heatmaps[0], broken], tmp_path / "broken.png")
+    assert not (tmp_path / "broken.png").exists()
 
 
-def test_merge_subwords_shape_mismatch():
-    with pytest.raises(ValueError, match=r"\(2, 2\).*\(3, 2\)"):
-        merge_subwords(np.ones((2, 2)), ["▁a", "▁b"], ["▁x", "▁y", "</s>"])
-
-
-PIECES = st.sampled_from(["▁a", "b", "▁cd", "e", "</s>", "<unk>", "▁"])
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    src=st.lists(PIECES, min_size=1, max_size=8),
-    trg=st.lists(PIECES, min_size=1, max_size=8),
-    seed=st.integers(0, 2**16),
-)
-def test_merge_subwords_rows_sum_to_one(src, trg, seed):
-    words, src_words, trg_words = merge_subwords(random_attention(len(trg), len(src), seed), src, trg)
-    assert words.shape == (len(trg_words), len(src_words))
-    np.testing.assert_allclose(words.sum(axis=1), 1.0)
-    assert (words >= 0).all()
+def test_scores_by_length_one_panel_per_metric(tmp_path):
+    sources = ["a b", "c d", "e f g h i j k", "l m n o p q r"]
+    references = ["the cat sat down", "a dog ran away", "one two three four five six", "seven eight nine ten eleven twelve"]
+    buckets = length_buckets(sources, width=5, min_sentences=1)
+    reports = [score_by_length(name, hypotheses, references, buckets)
+               for name, hypotheses in (("perfect", references), ("short", ["the cat", "a dog", "one", "seven"]))]
+    path = plot_scores_by_length(reports, tmp_path / "by_length.svg", title="toy")
+    assert svg_axes(path) == 2  # BLEU and chrF2
+    assert plot_scores_by_length(reports, tmp_path / "by_length.png").read_bytes().startswith(PNG_MAGIC)

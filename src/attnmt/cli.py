@@ -39,27 +39,49 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="BLEU and chrF with sacreBLEU (of a file of translations, or of a model)")
+    p = sub.add_parser("evaluate", help="BLEU and chrF with sacreBLEU (of files of translations, or of models), "
+                                        "overall or by source sentence length")
     p.add_argument("--ref", type=Path, required=True, help="reference translations, one per line")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--hyp", type=Path, help="translations to score, one per line")
-    source.add_argument("--model", type=Path, help="a model directory: translate --src first")
-    p.add_argument("--src", type=Path, help="source sentences (with --model)")
-    p.add_argument("--output", "-o", type=Path, help="with --model: also write the translations here")
+    source.add_argument("--hyp", type=Path, action="append", help="translations to score, one per line (repeatable)")
+    source.add_argument("--model", type=Path, action="append", help="a model directory: translate --src first "
+                                                                      "(repeatable)")
+    p.add_argument("--src", type=Path, help="source sentences (with --model or --by-length)")
+    p.add_argument("--output", "-o", type=Path, help="with one --model: also write the translations here")
     p.add_argument("--lowercase", action="store_true", help="case-insensitive scores")
     p.add_argument("--tokenize", default="13a", help="sacreBLEU tokenizer (default 13a)")
+    p.add_argument("--by-length", action="store_true",
+                   help="also score each source-length bucket: a Markdown table, one column per system and metric")
+    p.add_argument("--bucket-width", type=int, default=5, help="source words per length bucket (default 5)")
+    p.add_argument("--min-bucket", type=int, default=20,
+                   help="a bucket with fewer sentences joins the next longer one (default 20)")
+    p.add_argument("--plot", type=Path, help="with --by-length: draw the scores by length here (PNG or SVG)")
     _add_search_options(p)
     p.set_defaults(run=_run_evaluate)
 
 
 def _add_plot(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="draw the attention heatmap of one translated sentence")
+    p = sub.add_parser("plot", help="draw the attention heatmaps of translated sentences, side by side")
     p.add_argument("model_dir", type=Path)
-    p.add_argument("sentence", help="the source sentence")
+    p.add_argument("sentences", nargs="+", metavar="SENTENCE", help="source sentences: one heatmap each")
     p.add_argument("--output", "-o", type=Path, default=Path("attention.png"), help="PNG or SVG file")
     p.add_argument("--words", action="store_true", help="merge subword pieces into words")
+    p.add_argument("--columns", type=int, default=None, help="heatmaps per row (default: up to 3)")
     _add_search_options(p)
     p.set_defaults(run=_run_plot)
+
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("align", help="word alignments from attention (Pharaoh i-j), scored with AER against gold")
+    p.add_argument("model_dir", type=Path, nargs="?", help="a model directory: align --src with --trg by forced decoding")
+    p.add_argument("--src", type=Path, help="source sentences, one per line, words separated by spaces")
+    p.add_argument("--trg", type=Path, help="their translations, one per line")
+    p.add_argument("--hyp", type=Path, help="instead of a model: alignments to score, one line of i-j links per pair")
+    p.add_argument("--gold", type=Path, help="gold alignments (i-j sure, i-jp or ipj possible, from 0): print AER, "
+                                             "precision and recall")
+    p.add_argument("--output", "-o", type=Path,
+                   help="write the alignments here (default: stdout, unless --gold is given)")
+    p.set_defaults(run=_run_align)
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_serve, _add_data):
+    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
 
@@ -161,41 +183,95 @@ def _write_lines(lines: list[str], path: Path | None) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from attnmt.data.corpus import read_lines
-    from attnmt.evaluate import format_scores, score_corpus
+    from attnmt.evaluate import format_length_table, format_scores, length_buckets, score_by_length, score_corpus
 
+    if args.model and args.src is None:
+        raise SystemExit("attnmt evaluate: --model needs --src (the sentences to translate)")
+    if args.by_length and args.src is None:
+        raise SystemExit("attnmt evaluate: --by-length needs --src (source lengths define the buckets)")
+    if args.plot is not None and not args.by_length:
+        raise SystemExit("attnmt evaluate: --plot draws the scores by length; add --by-length")
+    if args.output is not None and len(args.model or []) != 1:
+        raise SystemExit("attnmt evaluate: --output writes the translations of exactly one --model")
     references = read_lines(args.ref)
-    if args.hyp is not None:
-        hypotheses = read_lines(args.hyp)
-    else:
-        if args.src is None:
-            raise SystemExit("attnmt evaluate: --model needs --src (the sentences to translate)")
+    sources = read_lines(args.src) if args.src is not None else None
+    systems = [(str(path), read_lines(path)) for path in args.hyp or []]
+    for model_dir in args.model or []:
         from attnmt.translator import Translator
 
-        translator = Translator.load(args.model)
-        hypotheses = [t.text for t in translator.translate(read_lines(args.src), beam=args.beam,
-                                                            length_penalty=args.length_penalty)]
+        translations = Translator.load(model_dir).translate(sources, beam=args.beam, length_penalty=args.length_penalty)
+        systems.append((str(model_dir), [t.text for t in translations]))
         if args.output is not None:
-            _write_lines(hypotheses, args.output)
-    scores = score_corpus(hypotheses, references, metrics=("bleu", "chrf"), lowercase=args.lowercase,
-                          tokenize=args.tokenize)
-    print(format_scores(scores))
+            _write_lines(systems[-1][1], args.output)
+    options = dict(lowercase=args.lowercase, tokenize=args.tokenize)
+    if not args.by_length:
+        for name, hypotheses in systems:
+            scores = score_corpus(hypotheses, references, metrics=("bleu", "chrf"), **options)
+            print(format_scores(scores) if len(systems) == 1 else f"{name}\n{format_scores(scores)}")
+        return 0
+    if len(sources) != len(references):
+        raise SystemExit(f"attnmt evaluate: {len(sources)} sources but {len(references)} references")
+    buckets = length_buckets(sources, args.bucket_width, args.min_bucket)
+    reports = [score_by_length(name, hypotheses, references, buckets, **options) for name, hypotheses in systems]
+    print(format_length_table(reports))
+    if args.plot is not None:
+        from attnmt.viz import plot_scores_by_length
+
+        plot_scores_by_length(reports, args.plot, title=f"{args.src.name} by source length")
+        _log(f"scores by length drawn in {args.plot}")
     return 0
 
 
 def _run_plot(args: argparse.Namespace) -> int:
+    from attnmt.alignment import merge_subwords
     from attnmt.translator import Translator
-    from attnmt.viz import merge_subwords, plot_attention
+    from attnmt.viz import Heatmap, plot_heatmaps
 
-    translation = Translator.load(args.model_dir).translate([args.sentence], beam=args.beam,
-                                                             length_penalty=args.length_penalty)[0]
-    if not translation.tokens and translation.attention.size == 0:
-        raise SystemExit("attnmt plot: the sentence is empty; nothing to plot")
-    src_labels, trg_labels = translation.attention_labels
-    attention = translation.attention
-    if args.words:
-        attention, src_labels, trg_labels = merge_subwords(attention, src_labels, trg_labels)
-    plot_attention(attention, src_labels, trg_labels, args.output, title=translation.text)
-    print(f"{translation.text}\nattention heatmap written to {args.output}")
+    translator = Translator.load(args.model_dir)
+    if not translator.model.has_attention:
+        raise SystemExit(f"attnmt plot: {args.model_dir} has no attention (model.attention: none); nothing to plot")
+    translations = translator.translate(args.sentences, beam=args.beam, length_penalty=args.length_penalty)
+    heatmaps = []
+    for sentence, translation in zip(args.sentences, translations):
+        if not translation.tokens and translation.attention.size == 0:
+            raise SystemExit(f"attnmt plot: the sentence {sentence!r} is empty; nothing to plot")
+        src_labels, trg_labels = translation.attention_labels
+        attention = translation.attention
+        if args.words:
+            attention, src_labels, trg_labels = merge_subwords(attention, src_labels, trg_labels)
+        heatmaps.append(Heatmap(attention, src_labels, trg_labels, title=translation.text))
+    plot_heatmaps(heatmaps, args.output, columns=args.columns)
+    print("\n".join(t.text for t in translations) + f"\nattention heatmap{'s' * (len(heatmaps) > 1)} written to "
+          f"{args.output}")
+    return 0
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from attnmt.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
+    from attnmt.data.corpus import read_lines
+
+    if (args.model_dir is None) == (args.hyp is None):
+        raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
+    if args.hyp is not None and args.gold is None:
+        raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
+    gold = read_alignments(args.gold) if args.gold is not None else None
+    if args.hyp is not None:
+        links = [sorted(alignment.possible) for alignment in read_alignments(args.hyp)]
+    else:
+        if args.src is None or args.trg is None:
+            raise SystemExit("attnmt align: a model aligns --src with --trg; give both")
+        from attnmt.translator import Translator
+
+        sources, targets = read_lines(args.src), read_lines(args.trg)
+        if len(sources) != len(targets):
+            raise SystemExit(f"attnmt align: {args.src} has {len(sources)} lines but {args.trg} has {len(targets)}")
+        if gold is not None:  # before decoding: a gold file that does not fit the text is an error at once
+            check_gold_fits(gold, [len(s.split()) for s in sources], [len(t.split()) for t in targets], str(args.gold))
+        links = [alignment.links for alignment in Translator.load(args.model_dir).align(sources, targets)]
+        if args.output is not None or gold is None:
+            _write_lines([format_links(line) for line in links], args.output)
+    if gold is not None:
+        print(alignment_error_rate(links, gold))
     return 0
 
 

@@ -59,7 +59,7 @@ class ModelConfig:
     encoder_layers: int = 1
     decoder_layers: int = 1
     dropout: float = 0.3
-    attention: Literal["dot", "general", "additive"] = "general"
+    attention: Literal["dot", "general", "additive", "none"] = "general"  # none: no attention, the plain encoder–decoder
     input_feeding: bool = True
     share_embeddings: bool = False  # source and target embeddings shared (needs vocab.joint)
     tie_output: bool = True  # output projection shares the target embedding matrix

@@ -2,7 +2,8 @@
 
 Search sees a model only through :class:`StepModel`: ``encode`` once, then ``step`` one target token
 at a time. It reorders the model's memory and state with their ``reorder(indices)`` and never looks
-inside them. Every hypothesis carries the attention rows the model returned along its path.
+inside them. Every hypothesis carries the attention rows the model returned along its path (none for
+a model without attention, whose ``step`` returns None for them).
 
 Beam search keeps ``beam_size`` slots per sentence, all sentences of a batch flattened into rows
 (sentence-major: row = sentence * beam_size + slot). At each step:
@@ -60,7 +61,8 @@ class Hypothesis:
     tokens: list[int]  # target ids, without BOS and EOS
     score: float  # what search ranked by: log_prob / lp(len(tokens) + 1)
     log_prob: float  # sum of the token log-probabilities, EOS included
-    attention: Tensor = field(repr=False)  # (len(tokens)+1, src_length) on the CPU; rows incl. the EOS step
+    attention: Tensor | None = field(repr=False)  # (len(tokens)+1, src_length) on the CPU, rows incl. the EOS
+    # step; None for a model without attention
 
 
 class SearchMemory(Protocol):
@@ -94,8 +96,8 @@ class StepModel(Protocol[MemoryT, StateT]):
         """src: (batch, src_len) padded ids, each row ending in EOS; src_lengths: (batch,)."""
         ...
 
-    def step(self, prev_tokens: Tensor, state: StateT, memory: MemoryT) -> tuple[Tensor, StateT, Tensor]:
-        """prev_tokens: (batch,) -> log_probs (batch, vocab), next state, attention (batch, src_len)."""
+    def step(self, prev_tokens: Tensor, state: StateT, memory: MemoryT) -> tuple[Tensor, StateT, Tensor | None]:
+        """prev_tokens: (batch,) -> log_probs (batch, vocab), next state, attention (batch, src_len) or None."""
         ...
 
 
@@ -121,7 +123,7 @@ def greedy_search(
     prev_tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch, device=device)
     tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)  # (n, t)
-    attention_rows = torch.zeros(batch, 0, src.size(1), device=device)  # (n, t, src_len)
+    attention_rows: Tensor | None = torch.zeros(batch, 0, src.size(1), device=device)  # (n, t, src_len)
     results: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in itertools.count():
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
@@ -129,7 +131,7 @@ def greedy_search(
         prev_tokens = log_probs.argmax(dim=-1)  # (n,)
         log_prob = log_prob + log_probs.gather(1, prev_tokens.unsqueeze(1)).squeeze(1)
         tokens = torch.cat([tokens, prev_tokens.unsqueeze(1)], dim=1)  # (n, t+1)
-        attention_rows = torch.cat([attention_rows, attention.unsqueeze(1)], dim=1)  # (n, t+1, src_len)
+        attention_rows = _extend(attention_rows, slice(None), attention)  # (n, t+1, src_len)
         ended = prev_tokens == EOS_ID
         ended_rows = ended.nonzero().squeeze(1)
         if ended_rows.numel() == 0:
@@ -138,7 +140,7 @@ def greedy_search(
         hypotheses = _hypotheses(
             tokens[ended_rows, :-1],
             log_prob[ended_rows].tolist(),
-            attention_rows[ended_rows],
+            None if attention_rows is None else attention_rows[ended_rows],
             [lengths[s] for s in ended_sentences],
             alpha=0.0,
         )
@@ -148,9 +150,8 @@ def greedy_search(
         if keep.numel() == 0:
             break
         sentences = [sentences[row] for row in keep.tolist()]
-        prev_tokens, log_prob, tokens, attention_rows = (
-            x[keep] for x in (prev_tokens, log_prob, tokens, attention_rows)
-        )
+        prev_tokens, log_prob, tokens = (x[keep] for x in (prev_tokens, log_prob, tokens))
+        attention_rows = None if attention_rows is None else attention_rows[keep]
         state, memory = state.reorder(keep), memory.reorder(keep)
     return results
 
@@ -209,7 +210,7 @@ class _Beams:
     sentences: list[int]  # (n,) each active sentence's index in the batch
     log_probs: Tensor  # (n, size) total log-probability of each slot, descending; -inf: an empty slot
     tokens: Tensor  # (n*size, t) target ids so far
-    attention: Tensor  # (n*size, t, src_len) attention rows so far
+    attention: Tensor | None  # (n*size, t, src_len) attention rows so far; None without attention
     greedy_slot: Tensor  # (n,) the slot that holds the greedy path
     greedy_live: Tensor  # (n,) bool: the greedy path has not ended yet
 
@@ -236,13 +237,13 @@ class _Beams:
             return torch.full((self.tokens.size(0),), BOS_ID, dtype=torch.long, device=self.tokens.device)
         return self.tokens[:, -1]
 
-    def advance(self, ranked: "_Ranked", keep: Tensor, rows: Tensor, attention: Tensor) -> "_Beams":
+    def advance(self, ranked: "_Ranked", keep: Tensor, rows: Tensor, attention: Tensor | None) -> "_Beams":
         """The beams of the kept sentences after this step; ``rows``: (m*size,) the row each continues."""
         return _Beams(
             sentences=[self.sentences[i] for i in keep.tolist()],
             log_probs=ranked.log_probs[keep],
             tokens=torch.cat([self.tokens[rows], ranked.tokens[keep].view(-1, 1)], dim=1),  # (m*size, t+1)
-            attention=torch.cat([self.attention[rows], attention[rows].unsqueeze(1)], dim=1),
+            attention=_extend(self.attention, rows, attention),
             greedy_slot=ranked.greedy_slot[keep],
             greedy_live=ranked.greedy_live[keep],
         )
@@ -321,16 +322,16 @@ def _collect_endings(
     finished: list[list[Hypothesis]],
     beams: _Beams,
     endings: list[tuple[int, int, float]],
-    attention: Tensor,
+    attention: Tensor | None,
     src_lengths: list[int],
     alpha: float,
 ) -> None:
-    """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len)."""
+    """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len) or None."""
     if not endings:
         return
-    rows = torch.tensor([i * beams.size + slot for i, slot, _ in endings], device=attention.device)
+    rows = torch.tensor([i * beams.size + slot for i, slot, _ in endings], device=beams.tokens.device)
     sentences = [beams.sentences[i] for i, _, _ in endings]
-    attention_rows = torch.cat([beams.attention[rows], attention[rows].unsqueeze(1)], dim=1)  # (e, t+1, src_len)
+    attention_rows = _extend(beams.attention, rows, attention)  # (e, t+1, src_len)
     hypotheses = _hypotheses(
         beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha
     )
@@ -339,15 +340,23 @@ def _collect_endings(
 
 
 def _hypotheses(
-    tokens: Tensor, log_probs: list[float], attention: Tensor, src_lengths: list[int], alpha: float
+    tokens: Tensor, log_probs: list[float], attention: Tensor | None, src_lengths: list[int], alpha: float
 ) -> list[Hypothesis]:
-    """tokens: (e, t) without EOS; attention: (e, t+1, src_len), trimmed here to each real source."""
+    """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source."""
     penalty = gnmt_length_penalty(tokens.size(1) + 1, alpha)
-    attention = attention.float().cpu()
+    attention = None if attention is None else attention.float().cpu()
     return [
-        Hypothesis(row, log_prob / penalty, log_prob, attention[i, :, :length].clone())
+        Hypothesis(row, log_prob / penalty, log_prob, None if attention is None else attention[i, :, :length].clone())
         for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths))
     ]
+
+
+def _extend(history: Tensor | None, rows: Tensor | slice, attention: Tensor | None) -> Tensor | None:
+    """The attention rows so far of ``rows``, with this step's appended: history (n, t, src_len) and
+    attention (n, src_len) -> (len(rows), t+1, src_len). None for a model without attention."""
+    if history is None or attention is None:
+        return None
+    return torch.cat([history[rows], attention[rows].unsqueeze(1)], dim=1)
 
 
 def _force_eos(log_probs: Tensor, at_limit: list[bool]) -> Tensor:

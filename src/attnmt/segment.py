@@ -56,26 +56,32 @@ def join_hypotheses(parts: Sequence[Hypothesis]) -> Hypothesis:
     Tokens are concatenated and scores and log-probabilities summed. The attention matrix is block
     diagonal, (sum of target lengths + 1, sum of source lengths + 1): each piece's rows attend to
     its own source tokens, and what a piece gave its own ``</s>`` goes to the sentence's ``</s>``
-    column; only the last piece's ``</s>`` row is kept. Rows still sum to 1.
+    column; only the last piece's ``</s>`` row is kept. Rows still sum to 1. (None for a model
+    without attention.)
     """
     if len(parts) == 1:
         return parts[0]
-    src_total = sum(part.attention.size(1) - 1 for part in parts)
+    return Hypothesis(
+        tokens=[token for part in parts for token in part.tokens],
+        score=sum(part.score for part in parts),
+        log_prob=sum(part.log_prob for part in parts),
+        attention=None if parts[0].attention is None else _block_diagonal([part.attention for part in parts]),
+    )
+
+
+def _block_diagonal(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The pieces' (rows, piece_src_len + 1) matrices -> (len(tokens) + 1, src_total + 1), as above."""
+    src_total = sum(attention.size(1) - 1 for attention in attentions)
     blocks, offset = [], 0
-    for index, part in enumerate(parts):
-        rows = part.attention if index == len(parts) - 1 else part.attention[:-1]  # (rows, piece_src_len + 1)
-        n_src = part.attention.size(1) - 1
+    for index, attention in enumerate(attentions):
+        rows = attention if index == len(attentions) - 1 else attention[:-1]  # (rows, piece_src_len + 1)
+        n_src = attention.size(1) - 1
         block = rows.new_zeros(rows.size(0), src_total + 1)  # (rows, src_total + 1)
         block[:, offset : offset + n_src] = rows[:, :n_src]
         block[:, -1] = rows[:, -1]
         blocks.append(block)
         offset += n_src
-    return Hypothesis(
-        tokens=[token for part in parts for token in part.tokens],
-        score=sum(part.score for part in parts),
-        log_prob=sum(part.log_prob for part in parts),
-        attention=torch.cat(blocks),  # (len(tokens) + 1, src_total + 1)
-    )
+    return torch.cat(blocks)
 
 
 def join_n_best(parts: Sequence[Sequence[Hypothesis]], n_best: int) -> list[Hypothesis]:

@@ -1,7 +1,10 @@
 """The public Python API: ``Translator.load(model_dir).translate(["..."], beam=5)``.
 
 Each translation carries its text, its target pieces, its score and its attention matrix (one row per
-target piece plus the final ``</s>``, one column per source piece plus the source ``</s>``).
+target piece plus the final ``</s>``, one column per source piece plus the source ``</s>``), and gives
+its word alignment. ``Translator.align(sources, targets)`` aligns given translations by forced
+decoding. A model without attention (``model.attention: none``) translates as well, but its
+translations carry no attention matrix (``attention`` is None) and it cannot align.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from attnmt.alignment import NoAttentionError, WordAlignment, merge_groups, merge_subwords
 from attnmt.checkpoint import WEIGHTS_FILE, CheckpointError, load_config_file, load_weights, tokenizer_files
 from attnmt.config import Config, DecodeConfig
 from attnmt.data.batching import collate, sentence_batches
@@ -34,12 +38,21 @@ class Translation:
     src_tokens: list[str]  # source pieces, without </s>
     score: float  # the search's ranking score (length-normalised log-probability)
     log_prob: float
-    attention: np.ndarray = field(repr=False)  # (len(tokens)+1, len(src_tokens)+1), rows incl. </s>
+    attention: np.ndarray | None = field(repr=False)  # (len(tokens)+1, len(src_tokens)+1), rows incl. </s>;
+    # None for a model without attention
 
     @property
     def attention_labels(self) -> tuple[list[str], list[str]]:
         """(source labels, target labels) for the attention matrix, ``</s>`` included."""
         return self.src_tokens + [EOS_PIECE], self.tokens + [EOS_PIECE]
+
+    def word_alignment(self) -> WordAlignment:
+        """The translation aligned to its source word by word, from the attention of the search
+        (words found by SentencePiece's "▁"; see attnmt.alignment)."""
+        if self.attention is None:
+            raise NoAttentionError("this translation comes from a model without attention (model.attention: none)")
+        words, src_words, trg_words = merge_subwords(self.attention, *self.attention_labels)
+        return WordAlignment.from_attention(words, src_words[:-1], trg_words[:-1])  # labels without </s>
 
 
 def max_target_lengths(src_lengths: torch.Tensor, decode: DecodeConfig) -> torch.Tensor:
@@ -72,6 +85,30 @@ def decode_ids(
             )
         for position, hypotheses in zip(batch.indices, found):
             results[position] = hypotheses
+    return results
+
+
+@torch.inference_mode()
+def forced_attention(
+    model: Seq2Seq,
+    src_ids: Sequence[list[int]],
+    trg_ids: Sequence[list[int]],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Forced decoding: the model reads each source and is fed its given target, as in training but
+    without dropout. Returns per pair the attention it computed on the way, (len(trg)+1, len(src)+1)
+    with the ``</s>`` row and column, in input order."""
+    if not model.has_attention:
+        raise NoAttentionError("the model has no attention (model.attention: none): it cannot align words")
+    model.eval()
+    results: list[np.ndarray] = [np.zeros(0)] * len(src_ids)
+    for indices in sentence_batches([len(ids) for ids in src_ids], batch_size):
+        batch = collate([src_ids[i] for i in indices], [trg_ids[i] for i in indices], indices).to(device)
+        _, attention = model(batch.src, batch.src_lengths, batch.trg_input)  # (batch, trg_len, src_len)
+        attention = attention.float().cpu().numpy()
+        for row, position in enumerate(batch.indices):
+            results[position] = attention[row, : len(trg_ids[position]) + 1, : len(src_ids[position]) + 1]
     return results
 
 
@@ -153,12 +190,33 @@ class Translator:
         if len(spans) > len(wanted):
             logger.warning("%d input lines longer than %d source tokens were translated in pieces",
                            sum(len(p) > 1 for p in parts.values()), self._max_input_tokens(decode))
-        results: list[list[Translation]] = [[_empty_translation()] for _ in texts]
+        results: list[list[Translation]] = [[_empty_translation(self.model.has_attention)] for _ in texts]
         for i, line_parts in parts.items():
             src_pieces = [self.src_tokenizer.id_to_piece(t) for t in src_ids[i]]
             hypotheses = line_parts[0] if len(line_parts) == 1 else join_n_best(line_parts, n_best)
             results[i] = [self._to_translation(h, src_pieces, cleaned[i]) for h in hypotheses[:n_best]]
         return results
+
+    def align(self, sources: Sequence[str], targets: Sequence[str]) -> list[WordAlignment]:
+        """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
+
+        Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
+        is encoded on its own (SentencePiece splits at whitespace before segmenting, so the pieces are
+        those of the whole sentence) and its pieces' attention merged. Raises NoAttentionError for a
+        model without attention."""
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
+        src_words = [source.split() for source in sources]
+        trg_words = [target.split() for target in targets]
+        src_pieces = [self.src_tokenizer.encode_batch([clean_line(w) for w in words]) for words in src_words]
+        trg_pieces = [self.trg_tokenizer.encode_batch([clean_line(w) for w in words]) for words in trg_words]
+        attention = forced_attention(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
+                                     self.config.decode.batch_size, self.device)
+        alignments = []
+        for matrix, src, trg, src_ids, trg_ids in zip(attention, src_words, trg_words, src_pieces, trg_pieces):
+            words = merge_groups(matrix, _piece_groups(src_ids), _piece_groups(trg_ids))  # (trg+1, src+1)
+            alignments.append(WordAlignment.from_attention(words, src, trg))
+        return alignments
 
     def _max_input_tokens(self, decode: DecodeConfig) -> int:
         return decode.max_input_tokens or self.config.data.max_src_tokens
@@ -177,15 +235,17 @@ class Translator:
             src_tokens=src_pieces,
             score=float(hypothesis.score),
             log_prob=float(hypothesis.log_prob),
-            attention=hypothesis.attention.float().cpu().numpy(),
+            attention=None if hypothesis.attention is None else hypothesis.attention.float().cpu().numpy(),
         )
 
 
     def _detokenize(self, hypothesis: Hypothesis, source_text: str) -> str:
         """The output text, always one line. An ``<unk>`` the model wrote becomes the source piece it
-        attended to most (Luong et al., 2015): unknown names, numbers and symbols come through."""
+        attended to most (Luong et al., 2015): unknown names, numbers and symbols come through. Without
+        attention an ``<unk>`` stays."""
         tokens = hypothesis.tokens
-        surfaces = self.src_tokenizer.pieces(source_text) if UNK_ID in tokens else []  # an <unk> as its characters
+        replace_unk = UNK_ID in tokens and hypothesis.attention is not None
+        surfaces = self.src_tokenizer.pieces(source_text) if replace_unk else []  # an <unk> as its characters
         if not surfaces:
             return clean_line(self.trg_tokenizer.decode(tokens))
         attention = hypothesis.attention[:, : len(surfaces)]  # (len(tokens)+1, src_len) without </s>
@@ -206,6 +266,19 @@ def _load_tokenizer(path: Path) -> SubwordTokenizer:
         raise CheckpointError(f"cannot load the tokenizer model {path}: {error}") from None
 
 
-def _empty_translation() -> Translation:
-    return Translation("", [], [], 0.0, 0.0, np.zeros((0, 0), dtype=np.float32))
+def _empty_translation(has_attention: bool) -> Translation:
+    return Translation("", [], [], 0.0, 0.0, np.zeros((0, 0), dtype=np.float32) if has_attention else None)
+
+
+def _concat(word_ids: list[list[int]]) -> list[int]:
+    return [token for ids in word_ids for token in ids]
+
+
+def _piece_groups(word_ids: list[list[int]]) -> list[list[int]]:
+    """Indices of each word's pieces in the concatenated ids, then the ``</s>`` that collate appends."""
+    groups, start = [], 0
+    for ids in word_ids:
+        groups.append(list(range(start, start + len(ids))))
+        start += len(ids)
+    return groups + [[start]]
 

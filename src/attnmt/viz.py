@@ -1,4 +1,5 @@
-"""Attention heatmaps: one row per target token, one column per source token.
+"""Attention heatmaps (one row per target token, one column per source token), alone or side by
+side, and the plot of translation quality by sentence length.
 
 matplotlib is imported inside the functions that draw, so ``import attnmt.viz`` stays cheap; drawing
 goes through the Agg canvas directly (no pyplot state, no GUI backend, safe inside a server).
@@ -6,40 +7,33 @@ goes through the Agg canvas directly (no pyplot state, no GUI backend, safe insi
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+from attnmt.alignment import as_matrix, check_shape
 
 if TYPE_CHECKING:
     import torch
 
-WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
-_SPECIAL_TOKEN = re.compile(r"^<[^<>\s]+>$")  # </s>, <unk>, <pad>, ...
+    from attnmt.evaluate import LengthReport
+
 _SUFFIXES = {".png": "png", ".svg": "svg"}
 
 _CELL_INCHES = 0.35
 _MIN_INCHES, _MAX_INCHES = 4.0, 22.0
 
 
-def _to_matrix(attention: np.ndarray | torch.Tensor) -> np.ndarray:
-    """A float64 numpy copy of a 2-D numpy array or torch tensor."""
-    if hasattr(attention, "detach"):  # a torch.Tensor; checked by duck typing to avoid importing torch
-        attention = attention.detach().cpu().float().numpy()
-    matrix = np.asarray(attention, dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"attention must be 2-D (trg_len, src_len), got shape {matrix.shape}")
-    return matrix
+@dataclass
+class Heatmap:
+    """One attention matrix with its labels: one row per target token, one column per source token."""
 
-
-def _check_shape(matrix: np.ndarray, src_tokens: list[str], trg_tokens: list[str]) -> None:
-    expected = (len(trg_tokens), len(src_tokens))
-    if matrix.shape != expected:
-        raise ValueError(
-            f"attention has shape {matrix.shape} (trg_len, src_len) but the tokens give "
-            f"{expected}: {len(trg_tokens)} target and {len(src_tokens)} source tokens"
-        )
+    attention: np.ndarray | torch.Tensor  # (len(trg_tokens), len(src_tokens)), weights in 0..1
+    src_tokens: list[str]
+    trg_tokens: list[str]
+    title: str | None = None
 
 
 def plot_attention(
@@ -50,88 +44,109 @@ def plot_attention(
     title: str | None = None,
 ) -> Path:
     """Draw ``attention`` (trg_len, src_len), weights in 0..1, as a heatmap; write PNG or SVG by suffix."""
+    return plot_heatmaps([Heatmap(attention, src_tokens, trg_tokens, title)], path)
+
+
+def plot_heatmaps(heatmaps: Sequence[Heatmap], path: Path, columns: int | None = None) -> Path:
+    """Draw several heatmaps side by side, ``columns`` to a row (default: up to 3), on one colour
+    scale; each column and row of the grid is sized for its largest heatmap. PNG or SVG by suffix."""
+    path, image_format = _image_path(path)
+    if not heatmaps:
+        raise ValueError("no heatmaps to draw")
+    if columns is not None and columns < 1:
+        raise ValueError(f"columns must be at least 1, got {columns}")
+    matrices = [as_matrix(heatmap.attention) for heatmap in heatmaps]  # each (trg_len, src_len)
+    for matrix, heatmap in zip(matrices, heatmaps):
+        check_shape(matrix, heatmap.src_tokens, heatmap.trg_tokens)
+    columns = min(len(heatmaps), columns or 3)
+    rows = -(-len(heatmaps) // columns)
+    grid = [list(range(row * columns, min((row + 1) * columns, len(heatmaps)))) for row in range(rows)]
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # Cells of a fixed size plus room for labels, bounded so long sentences stay printable.
+    widths = [_inches(max(matrices[i].shape[1] for i in cells_in_column) * _CELL_INCHES + 2.0, _MIN_INCHES)
+              for cells_in_column in ([row[c] for row in grid if c < len(row)] for c in range(columns))]
+    heights = [_inches(max(matrices[i].shape[0] for i in row) * _CELL_INCHES + 1.5, _MIN_INCHES - 1) for row in grid]
+    figure = Figure(figsize=(sum(widths) + 0.8, sum(heights)), layout="constrained")
+    FigureCanvasAgg(figure)
+    spec = figure.add_gridspec(rows, columns, width_ratios=widths, height_ratios=heights)
+    image = None
+    for row_index, row in enumerate(grid):
+        for column_index, panel in enumerate(row):
+            axes = figure.add_subplot(spec[row_index, column_index])
+            image = _draw_heatmap(axes, matrices[panel], heatmaps[panel])
+    figure.colorbar(image, ax=figure.axes, shrink=min(1.0, 4.0 / sum(heights) + 0.3), aspect=30, label="attention")
+    return _save(figure, path, image_format)
+
+
+def _draw_heatmap(axes, matrix: np.ndarray, heatmap: Heatmap):
+    trg_len, src_len = matrix.shape
+    longest_side = max(trg_len, src_len)
+    font_size = 10 if longest_side <= 20 else 8 if longest_side <= 40 else 6
+    image = axes.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    axes.xaxis.tick_top()  # source labels read along the top, as in Bahdanau et al. (2014)
+    axes.xaxis.set_label_position("top")
+    long_labels = any(len(token) > 3 for token in heatmap.src_tokens) or src_len > 20
+    axes.set_xticks(range(src_len), labels=heatmap.src_tokens, fontsize=font_size, rotation=90 if long_labels else 0)
+    axes.set_yticks(range(trg_len), labels=heatmap.trg_tokens, fontsize=font_size)
+    axes.set_xlabel("source")
+    axes.set_ylabel("target")
+    axes.tick_params(length=0)
+    if heatmap.title:
+        axes.set_title(heatmap.title, pad=12, wrap=True)  # placed above the top tick labels
+    return image
+
+
+def plot_scores_by_length(reports: Sequence[LengthReport], path: Path, title: str | None = None) -> Path:
+    """One panel per metric: each system's score on each source-length bucket, at the bucket's mean
+    length, as in Figure 2 of Bahdanau et al. (2014). PNG or SVG by suffix."""
+    path, image_format = _image_path(path)
+    if not reports:
+        raise ValueError("no systems to plot")
+    buckets = reports[0].buckets
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metric_names = [score.name for score in reports[0].overall]
+    figure = Figure(figsize=(5.0 * len(metric_names), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    positions = [bucket.mean_length for bucket in buckets]
+    tick_labels = [f"{bucket.label}\n({len(bucket.indices)})" for bucket in buckets]
+    markers = "osD^v<>"
+    for metric_index, metric_name in enumerate(metric_names):
+        axes = figure.add_subplot(1, len(metric_names), metric_index + 1)
+        for system_index, report in enumerate(reports):
+            values = [scores[metric_index].value for scores in report.bucket_scores]
+            overall = report.overall[metric_index].value
+            axes.plot(positions, values, marker=markers[system_index % len(markers)],
+                      label=f"{report.name} ({overall:.1f} overall)")
+        axes.set_xticks(positions, labels=tick_labels, fontsize=8)
+        axes.set_xlabel("source sentence length in words (sentences)")
+        axes.set_ylabel(metric_name)
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path, image_format)
+
+
+def _inches(value: float, low: float) -> float:
+    return float(np.clip(value, low, _MAX_INCHES))
+
+
+def _image_path(path: Path) -> tuple[Path, str]:
     path = Path(path)
     image_format = _SUFFIXES.get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"cannot write {path.name!r}: use a .png or .svg suffix")
-    matrix = _to_matrix(attention)  # (trg_len, src_len)
-    _check_shape(matrix, src_tokens, trg_tokens)
+    return path, image_format
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from mpl_toolkits.axes_grid1 import make_axes_locatable
 
-    trg_len, src_len = matrix.shape
-    # Cells of a fixed size plus room for labels and colorbar, bounded so long sentences stay printable.
-    width = float(np.clip(_CELL_INCHES * src_len + 2.5, _MIN_INCHES, _MAX_INCHES))
-    height = float(np.clip(_CELL_INCHES * trg_len + 1.5, _MIN_INCHES - 1, _MAX_INCHES))
-    longest_side = max(trg_len, src_len)
-    font_size = 10 if longest_side <= 20 else 8 if longest_side <= 40 else 6
-
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(matrix, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    colorbar_axes = make_axes_locatable(axes).append_axes("right", size=0.2, pad=0.15)  # inches
-    figure.colorbar(image, cax=colorbar_axes)
-
-    axes.xaxis.tick_top()  # source labels read along the top, as in Bahdanau et al. (2014)
-    axes.xaxis.set_label_position("top")
-    long_labels = any(len(token) > 3 for token in src_tokens) or src_len > 20
-    axes.set_xticks(range(src_len), labels=src_tokens, fontsize=font_size, rotation=90 if long_labels else 0)
-    axes.set_yticks(range(trg_len), labels=trg_tokens, fontsize=font_size)
-    axes.set_xlabel("source")
-    axes.set_ylabel("target")
-    axes.tick_params(length=0)
-    if title:
-        axes.set_title(title, pad=12)  # placed above the top tick labels
-
+def _save(figure, path: Path, image_format: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format=image_format, bbox_inches="tight", dpi=150)
     return path
-
-
-def _group_words(pieces: list[str]) -> list[list[int]]:
-    """Indices of the pieces in each word: "▁" opens a word; special tokens are words of their own."""
-    words: list[list[int]] = []
-    previous_special = True  # the first piece always opens a word
-    for index, piece in enumerate(pieces):
-        special = bool(_SPECIAL_TOKEN.match(piece))
-        if special or previous_special or piece.startswith(WORD_START):
-            words.append([index])
-        else:
-            words[-1].append(index)
-        previous_special = special
-    return words
-
-
-def _word_label(pieces: list[str]) -> str:
-    return "".join(pieces).replace(WORD_START, "") or WORD_START
-
-
-def merge_subwords(
-    attention: np.ndarray | torch.Tensor, src_pieces: list[str], trg_pieces: list[str], merge_target: bool = True
-) -> tuple[np.ndarray, list[str], list[str]]:
-    """Word-level attention from SentencePiece-level attention.
-
-    Columns of a source word are summed (the mass given to the word); rows of a target word are
-    averaged, so rows that summed to 1 still do. Returns (attention_words, src_words, trg_words),
-    labels without "▁". ``merge_target=False`` keeps one row per target piece (e.g. characters of
-    an output with no spaces).
-    """
-    matrix = _to_matrix(attention)  # (trg_pieces, src_pieces)
-    _check_shape(matrix, src_pieces, trg_pieces)
-    src_words = _group_words(src_pieces)
-    trg_words = _group_words(trg_pieces) if merge_target else [[i] for i in range(len(trg_pieces))]
-
-    sum_sources = np.zeros((len(src_pieces), len(src_words)))  # (src_pieces, src_words)
-    for word_index, piece_indices in enumerate(src_words):
-        sum_sources[piece_indices, word_index] = 1.0
-    average_targets = np.zeros((len(trg_words), len(trg_pieces)))  # (trg_words, trg_pieces)
-    for word_index, piece_indices in enumerate(trg_words):
-        average_targets[word_index, piece_indices] = 1.0 / len(piece_indices)
-
-    attention_words = average_targets @ matrix @ sum_sources  # (trg_words, src_words)
-    src_labels = [_word_label([src_pieces[i] for i in word]) for word in src_words]
-    trg_labels = [_word_label([trg_pieces[i] for i in word]) for word in trg_words]
-    return attention_words, src_labels, trg_labels

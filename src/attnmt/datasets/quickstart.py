@@ -70,7 +70,8 @@ def run_quickstart(out_dir: Path, seed: int = 42, max_time: float | None = None,
     from attnmt.evaluate import exact_match
     from attnmt.train import train
     from attnmt.translator import Translator
-    from attnmt.viz import merge_subwords, plot_attention
+    from attnmt.alignment import merge_subwords
+    from attnmt.viz import plot_attention
 
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attnmt.model.attention import Attention, AttentionKind
+from attnmt.model.attention import AttentionKind, make_attention
 from attnmt.model.encoder import EncoderMemory, make_rnn
 
 
@@ -61,7 +61,7 @@ class Decoder(nn.Module):
         self.rnn = make_rnn(rnn, rnn_input_size, hidden_size, layers, dropout, bidirectional=False)
         self.bridge = nn.Linear(memory_size, layers * hidden_size)  # encoder final state -> h₀
         self.cell_bridge = nn.Linear(memory_size, layers * hidden_size) if self.is_lstm else None
-        self.attention = Attention(attention, hidden_size, memory_size)
+        self.attention = make_attention(attention, hidden_size, memory_size)
         self.attentional_layer = nn.Linear(memory_size + hidden_size, attentional_size, bias=False)  # W_c
         self.dropout = nn.Dropout(dropout)
         self.attentional_size = attentional_size
@@ -87,32 +87,33 @@ class Decoder(nn.Module):
         outputs, hidden = self.rnn(inputs, state.hidden)
         return outputs, hidden, None
 
-    def _attend(self, rnn_outputs: Tensor, memory: EncoderMemory) -> tuple[Tensor, Tensor]:
+    def _attend(self, rnn_outputs: Tensor, memory: EncoderMemory) -> tuple[Tensor, Tensor | None]:
         """Steps 2–5 for any number of target positions.
 
         rnn_outputs: (batch, steps, hidden) -> attentional (batch, steps, attentional_size),
-        weights (batch, steps, src_len)
+        weights (batch, steps, src_len), or None without attention
         """
-        context, weights = self.attention(rnn_outputs, memory.keys, memory.states, memory.mask)
+        context, weights = self.attention(rnn_outputs, memory)
         # context: (batch, steps, memory_size)
         attentional = torch.tanh(self.attentional_layer(torch.cat([context, rnn_outputs], dim=-1)))
         return attentional, weights
 
-    def step(self, embedded: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, DecoderState, Tensor]:
+    def step(self, embedded: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One target position. embedded: (batch, emb) -> attentional (batch, attentional_size),
-        new state, attention weights (batch, src_len)."""
+        new state, attention weights (batch, src_len) or None."""
         rnn_input = embedded if state.attentional is None else torch.cat([embedded, state.attentional], dim=-1)
         outputs, hidden, cell = self._rnn(rnn_input.unsqueeze(1), state)  # outputs: (batch, 1, hidden)
         attentional, weights = self._attend(outputs, memory)  # (batch, 1, attentional), (batch, 1, src_len)
         attentional = attentional.squeeze(1)
         fed_back = attentional if self.input_feeding else None
-        return attentional, DecoderState(hidden, cell, fed_back), weights.squeeze(1)
+        return attentional, DecoderState(hidden, cell, fed_back), None if weights is None else weights.squeeze(1)
 
-    def forward(self, trg_input: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, Tensor]:
+    def forward(self, trg_input: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing over a whole target batch.
 
         trg_input: (batch, trg_len) — BOS followed by the reference tokens
         returns attentional vectors (batch, trg_len, attentional_size) and weights (batch, trg_len, src_len)
+        or None without attention
         """
         embedded = self.dropout(self.embedding(trg_input))  # (batch, trg_len, emb)
         if not self.input_feeding:
@@ -126,4 +127,5 @@ class Decoder(nn.Module):
             state = DecoderState(state.hidden, state.cell, self.dropout(state.attentional))
             attentional_steps.append(attentional)
             weight_steps.append(weights)
-        return torch.stack(attentional_steps, dim=1), torch.stack(weight_steps, dim=1)
+        weights = None if weight_steps[0] is None else torch.stack(weight_steps, dim=1)
+        return torch.stack(attentional_steps, dim=1), weights

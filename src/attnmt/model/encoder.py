@@ -17,11 +17,13 @@ class EncoderMemory:
     states: Tensor  # (batch, src_len, 2*encoder_hidden) — the h̄ₛ, zero on padding
     keys: Tensor  # (batch, src_len, query_size) — attention keys projected once
     mask: Tensor  # (batch, src_len) bool, True on real tokens
+    summary: Tensor  # (batch, 2*encoder_hidden) — the encoder's final state; the context when there is no attention
 
     def reorder(self, indices: Tensor) -> "EncoderMemory":
         """Select (and repeat) sentences along the batch dimension, e.g. to expand to a beam."""
         return EncoderMemory(
-            self.states.index_select(0, indices), self.keys.index_select(0, indices), self.mask.index_select(0, indices)
+            self.states.index_select(0, indices), self.keys.index_select(0, indices),
+            self.mask.index_select(0, indices), self.summary.index_select(0, indices),
         )
 
 

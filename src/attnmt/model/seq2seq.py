@@ -51,6 +51,11 @@ class Seq2Seq(nn.Module):
             output_layer.weight = trg_embedding.weight
         return model
 
+    @property
+    def has_attention(self) -> bool:
+        """False for ``attention: none``, the plain encoder–decoder: it returns no attention weights."""
+        return self.decoder.attention.kind != "none"
+
     def reset_parameters(self) -> None:
         """Xavier-uniform matrices and zero biases; embeddings N(0, 1/embedding_size) so that their
         scale does not shrink with the vocabulary size (Xavier would); RNNs keep PyTorch's init."""
@@ -74,13 +79,14 @@ class Seq2Seq(nn.Module):
         states, final, final_cell = self.encoder(src, src_lengths)  # states: (batch, src_len, 2*enc_hidden)
         mask = src != PAD_ID  # (batch, src_len)
         keys = self.decoder.attention.project_keys(states)  # (batch, src_len, hidden)
-        memory = EncoderMemory(states, keys, mask)
+        memory = EncoderMemory(states, keys, mask, final)
         return memory, self.decoder.initial_state(final, final_cell)
 
-    def step(self, prev_tokens: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, DecoderState, Tensor]:
+    def step(self, prev_tokens: Tensor, state: DecoderState, memory: EncoderMemory) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One decoding step for search.
 
         prev_tokens: (batch,) -> log_probs (batch, trg_vocab), new state, attention (batch, src_len)
+        (None for a model without attention)
         """
         embedded = self.decoder.embedding(prev_tokens)  # (batch, emb)
         attentional, state, weights = self.decoder.step(embedded, state, memory)
@@ -89,13 +95,14 @@ class Seq2Seq(nn.Module):
 
     def forward(
         self, src: Tensor, src_lengths: Tensor, trg_input: Tensor, trg_mask: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Teacher-forced logits for training.
+    ) -> tuple[Tensor, Tensor | None]:
+        """Teacher-forced logits for training (and forced decoding, for alignments).
 
         src: (batch, src_len); trg_input: (batch, trg_len) BOS + reference
         trg_mask: optional (batch, trg_len) bool, True where a logit is wanted (the real target tokens)
         returns logits (batch, trg_len, trg_vocab), or (n_true, trg_vocab) for the positions of
-        ``trg_mask`` in row-major order, and attention (batch, trg_len, src_len)
+        ``trg_mask`` in row-major order, and attention (batch, trg_len, src_len), or None for a model
+        without attention
         """
         memory, state = self.encode(src, src_lengths)
         attentional, weights = self.decoder(trg_input, state, memory)  # (batch, trg_len, attentional_size)

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from attnmt.translator import Translation
-from attnmt.viz import merge_subwords
+from attnmt.alignment import merge_subwords
 
 WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
 
@@ -42,7 +42,9 @@ class Hypothesis(BaseModel):
     tokens: list[str] = Field(description="target subword pieces")
     score: float = Field(description="the search's ranking score (length-normalised log-probability)")
     log_prob: float
-    attention: Attention | None = Field(None, description='present when the request asked for "attention"')
+    attention: Attention | None = Field(
+        None, description='present when the request asked for "attention" and the model has attention'
+    )
 
 
 class TranslationResult(BaseModel):
@@ -121,8 +123,9 @@ def _matrix(weights: np.ndarray, source: list[str], target: list[str]) -> Attent
 
 
 def attention_of(translation: Translation) -> Attention | None:
-    """Piece- and word-level attention of one translation; None for an empty input (nothing attended)."""
-    if translation.attention.size == 0:
+    """Piece- and word-level attention of one translation; None for an empty input (nothing attended)
+    and for a model without attention (``model.attention: none``)."""
+    if translation.attention is None or translation.attention.size == 0:
         return None
     src_labels, trg_labels = translation.attention_labels
     words, src_words, trg_words = merge_subwords(translation.attention, src_labels, trg_labels)

@@ -16,6 +16,7 @@ const modelInfo = document.getElementById("model-info");
 
 let lastResponse = null; // kept so the subword/word toggle redraws without asking the server again
 let maxTexts = 32;
+let hasAttention = true; // false for a model with "attention: none"
 
 function level() {
   return document.querySelector('input[name="level"]:checked').value; // "pieces" | "words"
@@ -34,7 +35,9 @@ async function loadModelInfo() {
     const info = await response.json();
     modelInfo.textContent =
       `${info.name}: ${info.src_lang} → ${info.trg_lang} · ${info.model.rnn.toUpperCase()} with ` +
-      `${info.model.attention} attention · ${info.parameters.toLocaleString()} parameters`;
+      `${info.model.attention === "none" ? "no attention" : `${info.model.attention} attention`} · ` +
+      `${info.parameters.toLocaleString()} parameters`;
+    hasAttention = info.model.attention !== "none";
     beam.max = info.limits.max_beam;
     beam.value = Math.min(info.decode.beam_size, info.limits.max_beam);
     maxTexts = info.limits.max_texts;
@@ -94,6 +97,9 @@ function renderResult(result, index) {
     const matrix = best.attention[level()];
     const readout = element("p", "readout", "Point at a token to see where it looked.");
     article.append(renderHeatmap(matrix, readout), legend(), readout);
+  } else if (!hasAttention) {
+    article.append(element("p", "readout",
+      "This model has no attention (a plain encoder–decoder): there is no matrix to show."));
   }
   return article;
 }

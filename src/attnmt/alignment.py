@@ -1,0 +1,263 @@
+"""Word alignments from attention, and how good they are.
+
+Attention over subword pieces becomes attention over words: the columns of a source word's pieces
+are summed (the mass the word received), the rows of a target word's pieces averaged (rows that
+summed to 1 still do). Each target word is then aligned to the source word it attends to most; one
+that attends most to the source ``</s>`` stays unaligned, ``</s>`` playing the NULL word of the IBM
+models. Links are written in the Pharaoh format of Moses and fast_align: ``i-j`` links source word i
+to target word j, both counted from 0, words being the whitespace-separated tokens of the text.
+
+Gold alignments tell sure links (S) from possible ones (P, which includes S). The alignment error
+rate (Och and Ney, 2003) of links A is ``AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|)``, precision is
+``|A∩P| / |A|`` and recall ``|A∩S| / |S|``, each summed over the corpus before dividing.
+
+numpy only: no torch, no matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
+EOS_LABEL = "</s>"
+# Pieces that are words of their own: </s>, <unk>, <pad>, ... but not the byte pieces <0xE2> of
+# byte fallback, which spell part of a word.
+_SPECIAL_TOKEN = re.compile(r"^<(?!0x[0-9A-Fa-f]{2}>)[^<>\s]+>$")
+
+Link = tuple[int, int]  # (source word, target word), from 0
+
+
+class AlignmentError(ValueError):
+    """Alignments that cannot be used: an unreadable link, a gold file that does not fit the text."""
+
+
+class NoAttentionError(AlignmentError):
+    """The model has no attention (``model.attention: none``): nothing to plot or align."""
+
+
+def as_matrix(attention: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A float64 numpy copy of a 2-D numpy array or torch tensor."""
+    if hasattr(attention, "detach"):  # a torch.Tensor; checked by duck typing to avoid importing torch
+        attention = attention.detach().cpu().float().numpy()
+    matrix = np.asarray(attention, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"attention must be 2-D (trg_len, src_len), got shape {matrix.shape}")
+    return matrix
+
+
+def check_shape(matrix: np.ndarray, src_tokens: Sequence[str], trg_tokens: Sequence[str]) -> None:
+    expected = (len(trg_tokens), len(src_tokens))
+    if matrix.shape != expected:
+        raise ValueError(
+            f"attention has shape {matrix.shape} (trg_len, src_len) but the tokens give "
+            f"{expected}: {len(trg_tokens)} target and {len(src_tokens)} source tokens"
+        )
+
+
+def group_words(pieces: Sequence[str]) -> list[list[int]]:
+    """Indices of the pieces in each word: "▁" opens a word; special tokens are words of their own."""
+    words: list[list[int]] = []
+    previous_special = True  # the first piece always opens a word
+    for index, piece in enumerate(pieces):
+        special = bool(_SPECIAL_TOKEN.match(piece))
+        if special or previous_special or piece.startswith(WORD_START):
+            words.append([index])
+        else:
+            words[-1].append(index)
+        previous_special = special
+    return words
+
+
+def _word_label(pieces: Sequence[str]) -> str:
+    return "".join(pieces).replace(WORD_START, "") or WORD_START
+
+
+def merge_groups(matrix: np.ndarray, src_groups: Sequence[Sequence[int]], trg_groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """(trg_pieces, src_pieces) -> (len(trg_groups), len(src_groups)): the columns of each source
+    group summed, the rows of each target group averaged. A group holds piece indices."""
+    sum_sources = np.zeros((matrix.shape[1], len(src_groups)))  # (src_pieces, src_words)
+    for word_index, piece_indices in enumerate(src_groups):
+        sum_sources[list(piece_indices), word_index] = 1.0
+    average_targets = np.zeros((len(trg_groups), matrix.shape[0]))  # (trg_words, trg_pieces)
+    for word_index, piece_indices in enumerate(trg_groups):
+        if piece_indices:
+            average_targets[word_index, list(piece_indices)] = 1.0 / len(piece_indices)
+    return average_targets @ matrix @ sum_sources  # (trg_words, src_words)
+
+
+def merge_subwords(
+    attention: np.ndarray | torch.Tensor, src_pieces: list[str], trg_pieces: list[str], merge_target: bool = True
+) -> tuple[np.ndarray, list[str], list[str]]:
+    """Word-level attention from SentencePiece-level attention, words found by their "▁".
+
+    Returns (attention_words, src_words, trg_words), labels without "▁". ``merge_target=False`` keeps
+    one row per target piece (e.g. characters of an output with no spaces).
+    """
+    matrix = as_matrix(attention)  # (trg_pieces, src_pieces)
+    check_shape(matrix, src_pieces, trg_pieces)
+    src_words = group_words(src_pieces)
+    trg_words = group_words(trg_pieces) if merge_target else [[i] for i in range(len(trg_pieces))]
+    src_labels = [_word_label([src_pieces[i] for i in word]) for word in src_words]
+    trg_labels = [_word_label([trg_pieces[i] for i in word]) for word in trg_words]
+    return merge_groups(matrix, src_words, trg_words), src_labels, trg_labels
+
+
+def attention_links(word_attention: np.ndarray) -> list[Link]:
+    """Links from word attention (trg_words + 1, src_words + 1), the last row and column ``</s>``:
+    each target word to the source word it attends to most, none if that is ``</s>`` (or if the word
+    has no attention at all: a "word" of invisible characters that the tokenizer drops)."""
+    src_eos = word_attention.shape[1] - 1
+    links = []
+    for target, row in enumerate(word_attention[:-1]):
+        source = int(np.argmax(row))
+        if source != src_eos and row[source] > 0:
+            links.append((source, target))
+    return links
+
+
+@dataclass
+class WordAlignment:
+    """One sentence pair aligned word by word, with the word-level attention the links come from."""
+
+    src_words: list[str]
+    trg_words: list[str]
+    attention: np.ndarray  # (len(trg_words) + 1, len(src_words) + 1), </s> row and column last; rows sum to 1
+    links: list[Link]  # (source word, target word), from 0, in target order
+
+    @classmethod
+    def from_attention(cls, attention: np.ndarray, src_words: list[str], trg_words: list[str]) -> "WordAlignment":
+        return cls(src_words, trg_words, attention, attention_links(attention))
+
+    @property
+    def attention_labels(self) -> tuple[list[str], list[str]]:
+        """(source labels, target labels) of ``attention``, ``</s>`` included."""
+        return self.src_words + [EOS_LABEL], self.trg_words + [EOS_LABEL]
+
+    def pharaoh(self) -> str:
+        """The links as one line of the Pharaoh format: ``0-0 1-2 2-1``."""
+        return format_links(self.links)
+
+
+def format_links(links: Sequence[Link]) -> str:
+    return " ".join(f"{source}-{target}" for source, target in links)
+
+
+# --- gold alignments and AER -------------------------------------------------------------------
+
+# "i-j" is a sure link; "i-jp", "ipj" (as in the alignment-scripts of Zenkel et al.) and "i?j" possible ones.
+_LINK = re.compile(r"^(\d+)(?:-(\d+)([pP]?)|[pP?](\d+))$")
+
+
+@dataclass(frozen=True)
+class GoldAlignment:
+    """The reference links of one sentence pair."""
+
+    sure: frozenset[Link]
+    possible: frozenset[Link]  # sure links included
+
+    @property
+    def largest_indices(self) -> tuple[int, int]:
+        """(largest source index, largest target index) of any link; -1 without links."""
+        return max((s for s, _ in self.possible), default=-1), max((t for _, t in self.possible), default=-1)
+
+
+def parse_alignment(line: str, where: str = "") -> GoldAlignment:
+    """One line of links: ``0-0 1-2p 3p4 5?5``; ``where`` (file and line) goes into errors."""
+    sure, possible = set(), set()
+    for item in line.split():
+        match = _LINK.match(item)
+        if match is None:
+            raise AlignmentError(f"{where or 'alignment'}: cannot read the link {item!r}; "
+                                 "expected i-j (sure), or i-jp, ipj or i?j (possible), indices from 0")
+        source, target, possible_mark, possible_target = match.groups()
+        if target is None:
+            link = (int(source), int(possible_target))
+        else:
+            link = (int(source), int(target))
+            if not possible_mark:
+                sure.add(link)
+        possible.add(link)
+    return GoldAlignment(frozenset(sure), frozenset(possible))
+
+
+def read_alignments(path: Path | str) -> list[GoldAlignment]:
+    """One GoldAlignment per line of a Pharaoh file (plain or .gz); an empty line has no links."""
+    from attnmt.data.corpus import read_lines
+
+    return [parse_alignment(line, f"{path}, line {number}") for number, line in enumerate(read_lines(path), 1)]
+
+
+@dataclass(frozen=True)
+class AlignmentScore:
+    """Corpus-level alignment quality, in 0..1 (nan where a denominator is 0)."""
+
+    aer: float
+    precision: float
+    recall: float
+    sentences: int
+    links: int  # |A|
+    sure: int  # |S|
+    possible: int  # |P|
+
+    def __str__(self) -> str:
+        return (f"AER = {_percent(self.aer)}  precision = {_percent(self.precision)}  recall = {_percent(self.recall)}"
+                f"  ({self.sentences} sentences, {self.links} links; gold {self.sure} sure, {self.possible} possible)")
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def alignment_error_rate(hypotheses: Sequence[Sequence[Link]], gold: Sequence[GoldAlignment]) -> AlignmentScore:
+    """AER, precision and recall of predicted links against gold links, summed over sentences."""
+    if len(hypotheses) != len(gold):
+        raise AlignmentError(f"{len(hypotheses)} predicted alignments but {len(gold)} gold alignments: "
+                             "they must pair up line by line")
+    predicted = hit_sure = hit_possible = sure = possible = 0
+    for links, reference in zip(hypotheses, gold):
+        links = set(links)
+        predicted += len(links)
+        sure += len(reference.sure)
+        possible += len(reference.possible)
+        hit_sure += len(links & reference.sure)
+        hit_possible += len(links & reference.possible)
+    return AlignmentScore(
+        aer=_ratio(hit_sure + hit_possible, predicted + sure, complement=True),
+        precision=_ratio(hit_possible, predicted),
+        recall=_ratio(hit_sure, sure),
+        sentences=len(gold),
+        links=predicted,
+        sure=sure,
+        possible=possible,
+    )
+
+
+def _ratio(numerator: int, denominator: int, complement: bool = False) -> float:
+    if denominator == 0:
+        return math.nan
+    return 1 - numerator / denominator if complement else numerator / denominator
+
+
+def check_gold_fits(gold: Sequence[GoldAlignment], src_words: Sequence[int], trg_words: Sequence[int], path: str) -> None:
+    """Every gold link must point at a word of its sentence pair (``src_words``, ``trg_words``: word
+    counts): otherwise the gold file is 1-based, reversed or tokenized differently from the text."""
+    if len(gold) != len(src_words):
+        raise AlignmentError(f"{path} has {len(gold)} lines but there are {len(src_words)} sentence pairs")
+    for number, (reference, n_src, n_trg) in enumerate(zip(gold, src_words, trg_words), 1):
+        largest_src, largest_trg = reference.largest_indices
+        for side, largest, count in (("source", largest_src, n_src), ("target", largest_trg, n_trg)):
+            if largest >= count:
+                raise AlignmentError(
+                    f"{path}, line {number}: a link points at {side} word {largest}, but the pair has {count} "
+                    f"{side} words (indices count from 0, source first); is the file 1-based, reversed, or "
+                    "tokenized differently from the text?"
+                )

@@ -1,0 +1,210 @@
+"""Word alignments from attention: merging subword pieces into words, reading links off the
+attention, the gold file format, and the alignment error rate against hand-computed values."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnmt.alignment import (
+    GoldAlignment,
+    WordAlignment,
+    alignment_error_rate,
+    attention_links,
+    check_gold_fits,
+    merge_subwords,
+    parse_alignment,
+    read_alignments,
+)
+
+
+def random_attention(trg_len: int, src_len: int, seed: int = 0) -> np.ndarray:
+    weights = np.random.default_rng(seed).random((trg_len, src_len)) + 1e-3
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+# --- subword pieces to words ---------------------------------------------------------------------
+
+def test_merge_subwords_by_hand():
+    src = ["▁Ein", "▁Hund", "e", "▁läuft", "</s>"]  # words: Ein | Hunde | läuft | </s>
+    trg = ["▁A", "▁do", "g", "</s>"]  # words: A | dog | </s>
+    attention = np.array(
+        [
+            [0.7, 0.1, 0.1, 0.0, 0.1],
+            [0.1, 0.5, 0.2, 0.1, 0.1],
+            [0.3, 0.1, 0.0, 0.3, 0.3],
+            [0.0, 0.0, 0.0, 0.2, 0.8],
+        ]
+    )
+    words, src_words, trg_words = merge_subwords(attention, src, trg)
+    assert src_words == ["Ein", "Hunde", "läuft", "</s>"]
+    assert trg_words == ["A", "dog", "</s>"]
+    expected = np.array(
+        [
+            [0.7, 0.2, 0.0, 0.1],
+            [0.2, 0.4, 0.2, 0.2],  # mean of "▁do" -> [.1,.7,.1,.1] and "g" -> [.3,.1,.3,.3]
+            [0.0, 0.0, 0.2, 0.8],
+        ]
+    )
+    np.testing.assert_allclose(words, expected)
+
+
+def test_merge_subwords_special_tokens_and_leading_pieces():
+    src = ["la", "▁x", "</s>", "y"]  # a first piece without "▁", and a piece after a special token
+    words, src_words, _ = merge_subwords(np.full((1, 4), 0.25), src, ["</s>"])
+    assert src_words == ["la", "x", "</s>", "y"]
+    np.testing.assert_allclose(words, [[0.25, 0.25, 0.25, 0.25]])
+
+
+def test_merge_subwords_shape_mismatch():
+    with pytest.raises(ValueError, match=r"\(2, 2\).*\(3, 2\)"):
+        merge_subwords(np.ones((2, 2)), ["▁a", "▁b"], ["▁x", "▁y", "</s>"])
+
+
+PIECES = st.sampled_from(["▁a", "b", "▁cd", "e", "</s>", "<unk>", "▁"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    src=st.lists(PIECES, min_size=1, max_size=8),
+    trg=st.lists(PIECES, min_size=1, max_size=8),
+    seed=st.integers(0, 2**16),
+)
+def test_merge_subwords_rows_sum_to_one(src, trg, seed):
+    words, src_words, trg_words = merge_subwords(random_attention(len(trg), len(src), seed), src, trg)
+    assert words.shape == (len(trg_words), len(src_words))
+    np.testing.assert_allclose(words.sum(axis=1), 1.0)
+    assert (words >= 0).all()
+
+
+def test_byte_pieces_stay_inside_their_word():
+    # "☃" unknown to the vocabulary, spelt as three UTF-8 bytes by SentencePiece's byte fallback
+    src = ["▁a", "▁", "<0xE2>", "<0x98>", "<0x83>", "x", "▁b", "</s>"]
+    words, src_words, _ = merge_subwords(np.full((1, 8), 0.125), src, ["</s>"])
+    assert len(src_words) == 4  # a | ☃x | b | </s>
+    assert src_words[0] == "a" and src_words[2:] == ["b", "</s>"]
+    np.testing.assert_allclose(words, [[0.125, 0.625, 0.125, 0.125]])
+
+
+# --- links ---------------------------------------------------------------------------------------
+
+
+def test_each_target_word_links_to_the_source_word_it_attends_to_most():
+    # columns: Ein Hund bellt </s>; rows: A dog barks . </s>
+    attention = np.array(
+        [
+            [0.7, 0.1, 0.1, 0.1],
+            [0.2, 0.6, 0.1, 0.1],
+            [0.1, 0.2, 0.6, 0.1],
+            [0.1, 0.1, 0.3, 0.5],  # "." looks at </s> most: unaligned, </s> is the NULL word
+            [0.0, 0.0, 0.1, 0.9],  # the </s> row is never a link
+        ]
+    )
+    assert attention_links(attention) == [(0, 0), (1, 1), (2, 2)]
+    alignment = WordAlignment.from_attention(attention, ["Ein", "Hund", "bellt"], ["A", "dog", "barks", "."])
+    assert alignment.pharaoh() == "0-0 1-1 2-2"
+    assert alignment.attention_labels == (["Ein", "Hund", "bellt", "</s>"], ["A", "dog", "barks", ".", "</s>"])
+
+
+def test_many_target_words_may_share_a_source_word_and_a_word_without_pieces_links_nowhere():
+    attention = np.array([[0.8, 0.2], [0.6, 0.4], [0.0, 0.0], [0.1, 0.9]])  # row 2: a word the tokenizer dropped
+    assert attention_links(attention) == [(0, 0), (0, 1)]
+
+
+# --- gold files ----------------------------------------------------------------------------------
+
+
+def test_gold_line_sure_and_possible_links():
+    gold = parse_alignment("0-0 1-2p 3p4 5?5 2-2P 6-7")
+    assert gold.sure == {(0, 0), (6, 7)}
+    assert gold.possible == {(0, 0), (6, 7), (1, 2), (3, 4), (5, 5), (2, 2)}
+    assert gold.largest_indices == (6, 7)
+    empty = parse_alignment("   ")
+    assert empty.sure == empty.possible == frozenset() and empty.largest_indices == (-1, -1)
+
+
+@pytest.mark.parametrize("bad", ["0-", "a-1", "1-2x", "1--2", "1:2", "-1-2"])
+def test_unreadable_links_name_the_place(bad):
+    with pytest.raises(ValueError, match=rf"gold.txt, line 3: cannot read the link '{bad}'"):
+        parse_alignment(f"0-0 {bad}", "gold.txt, line 3")
+
+
+def test_read_alignments_from_a_file_with_an_empty_line(tmp_path):
+    path = tmp_path / "gold.align"
+    path.write_text("0-0 1-1p\n\n2-1\n", encoding="utf-8")
+    gold = read_alignments(path)
+    assert [len(g.sure) for g in gold] == [1, 0, 1]
+    assert [len(g.possible) for g in gold] == [2, 0, 1]
+
+
+def test_gold_that_does_not_fit_the_text_is_an_error():
+    gold = [parse_alignment("0-0 1-1"), parse_alignment("0-0 3-1")]
+    check_gold_fits(gold, [2, 4], [2, 2], "gold.align")
+    with pytest.raises(ValueError, match=r"gold.align, line 2: a link points at source word 3, but the pair has 3 source"):
+        check_gold_fits(gold, [2, 3], [2, 2], "gold.align")
+    with pytest.raises(ValueError, match=r"line 1: a link points at target word 1, but the pair has 1 target"):
+        check_gold_fits(gold, [2, 4], [1, 2], "gold.align")
+    with pytest.raises(ValueError, match="gold.align has 2 lines but there are 3 sentence pairs"):
+        check_gold_fits(gold, [2, 4, 1], [2, 2, 1], "gold.align")
+
+
+# --- alignment error rate ------------------------------------------------------------------------
+
+GOLD_FILE = "0-0 1-1 2-2p 2-3p\n0-1 1-0 2-2\n"
+# sentence 1: S = {0-0, 1-1}, P = S + {2-2, 2-3}; sentence 2: S = P = {0-1, 1-0, 2-2}
+PREDICTED_FILE = "0-0 1-2 2-2\n0-1 1-1\n"
+# sentence 1: 0-0 sure, 1-2 wrong, 2-2 possible; sentence 2: 0-1 sure, 1-1 wrong
+# |A| = 5, |S| = 5, |A∩S| = 1 + 1 = 2, |A∩P| = 2 + 1 = 3
+EXPECTED_AER = 1 - (2 + 3) / (5 + 5)  # 0.5
+EXPECTED_PRECISION = 3 / 5
+EXPECTED_RECALL = 2 / 5
+
+
+def test_aer_of_hand_made_files(tmp_path):
+    (tmp_path / "gold.align").write_text(GOLD_FILE, encoding="utf-8")
+    (tmp_path / "predicted.align").write_text(PREDICTED_FILE, encoding="utf-8")
+    gold = read_alignments(tmp_path / "gold.align")
+    predicted = [g.possible for g in read_alignments(tmp_path / "predicted.align")]
+    score = alignment_error_rate(predicted, gold)
+    assert score.aer == pytest.approx(EXPECTED_AER)
+    assert score.precision == pytest.approx(EXPECTED_PRECISION)
+    assert score.recall == pytest.approx(EXPECTED_RECALL)
+    assert (score.sentences, score.links, score.sure, score.possible) == (2, 5, 5, 7)
+    assert str(score).startswith("AER = 50.00%  precision = 60.00%  recall = 40.00%  (2 sentences, 5 links")
+
+
+def test_aer_is_zero_between_sure_and_possible_and_one_when_all_wrong():
+    gold = [parse_alignment("0-0 1-1 2-2p 2-3p")]
+    assert alignment_error_rate([[(0, 0), (1, 1)]], gold).aer == 0.0  # exactly S
+    assert alignment_error_rate([[(0, 0), (1, 1), (2, 2), (2, 3)]], gold).aer == 0.0  # exactly P
+    only_possible = alignment_error_rate([[(2, 2)]], gold)  # 1 - (0 + 1) / (1 + 2)
+    assert only_possible.aer == pytest.approx(2 / 3) and only_possible.precision == 1.0 and only_possible.recall == 0
+    assert alignment_error_rate([[(5, 5), (0, 1)]], gold).aer == 1.0
+
+
+def test_aer_without_links_is_undefined_not_zero():
+    score = alignment_error_rate([[]], [GoldAlignment(frozenset(), frozenset())])
+    assert math.isnan(score.aer) and math.isnan(score.precision) and math.isnan(score.recall)
+    assert "AER = n/a" in str(score)
+    with pytest.raises(ValueError, match="1 predicted alignments but 2 gold"):
+        alignment_error_rate([[]], [parse_alignment("0-0"), parse_alignment("")])
+
+
+LINKS = st.frozensets(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sure=LINKS, extra_possible=LINKS, predicted=LINKS, wrong=st.tuples(st.integers(5, 9), st.integers(0, 9)))
+def test_aer_invariants(sure, extra_possible, predicted, wrong):
+    gold = [GoldAlignment(sure, sure | extra_possible)]
+    score = alignment_error_rate([predicted], gold)
+    if predicted or sure:
+        assert 0.0 <= score.aer <= 1.0
+        # a link outside P never lowers the AER
+        assert alignment_error_rate([predicted | {wrong}], gold).aer >= score.aer
+    # AER is 0 for every prediction between S and P
+    between = sure | (predicted & extra_possible)
+    if between:
+        assert alignment_error_rate([between], gold).aer == pytest.approx(0.0)

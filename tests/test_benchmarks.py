@@ -1,0 +1,52 @@
+"""The benchmark scripts run end to end on the toy task, so that the long runs they are made for
+cannot fail at the end for a reason a minute would have shown. They measure nothing here."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from toy import toy_config, write_toy_corpus
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_attention_vs_none_trains_both_and_writes_table_json_and_figure(tmp_path, capsys):
+    script = load_script("attention_vs_none")
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=200)
+    config = toy_config(train_prefix, valid_prefix)
+    config.data.test = valid_prefix
+    (tmp_path / "toy.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "toy.yaml"), "--out", str(out), "--max-time", "30s", "--set", "train.max_steps=40",
+            "--bucket-width", "2", "--min-bucket", "5", "--beam", "2"]
+    assert script.main(argv) == 0
+
+    report = json.loads((out / "by_length.json").read_text(encoding="utf-8"))
+    general, none = report["systems"]
+    assert (general["attention"], none["attention"]) == ("general", "none")
+    assert general["steps"] == none["steps"] == 40  # the same budget
+    assert report["setup"]["max_time_seconds"] == 30.0 and report["setup"]["test_sentences"] == 20
+    memory_size, hidden_size = 2 * config.model.encoder_hidden_size, config.model.hidden_size
+    assert general["parameters"] == none["parameters"] + memory_size * hidden_size  # W of general attention
+    assert [b["sentences"] for b in general["buckets"]] == [b["sentences"] for b in none["buckets"]]
+    assert sum(b["sentences"] for b in general["buckets"]) == 20
+    hypotheses = (out / "none.hyp").read_text(encoding="utf-8").splitlines()
+    assert len(hypotheses) == 20
+    table = (out / "by_length.md").read_text(encoding="utf-8")
+    assert "| general attention | " in table and "| no attention | " in table and "| all | 20 |" in table
+    assert table in capsys.readouterr().out
+    assert (out / "by_length.png").read_bytes().startswith(b"\x89PNG")
+
+    with pytest.raises(SystemExit, match="already hold models: pass --evaluate-only"):
+        script.main(argv)
+    assert script.main(argv + ["--evaluate-only", "--beam", "1"]) == 0
+    assert json.loads((out / "by_length.json").read_text(encoding="utf-8"))["setup"]["beam"] == 1
