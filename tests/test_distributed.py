@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -166,6 +167,7 @@ def test_two_processes_resume_exactly_where_they_stopped(tmp_path, corpus):
     train_on_two_processes(config, tmp_path / "whole")
     config.train.max_steps = 10
     train_on_two_processes(config, tmp_path / "resumed")
+    shutil.copytree(tmp_path / "resumed", tmp_path / "on one process")
     config.train.max_steps = 20
     train_on_two_processes(config, tmp_path / "resumed", resume=True)
 
@@ -179,3 +181,9 @@ def test_two_processes_resume_exactly_where_they_stopped(tmp_path, corpus):
     history = {name: [(e["event"], e["step"], e["loss"]) for e in metrics(tmp_path / name) if e["event"] in ("train", "valid")]
                for name in ("whole", "resumed")}
     assert history["resumed"] == history["whole"]  # the training losses logged and the validations
+
+    # one process can go on from where two stopped (with its own step size: another run, not the same)
+    messages: list[str] = []
+    result = train(config, tmp_path / "on one process", resume=True, progress=False, log=messages.append)
+    assert result.steps == 20 and saved_world_size(tmp_path / "on one process") == 1
+    assert any("written by 2 process(es), this run has 1: the data position carries over" in m for m in messages)

@@ -105,12 +105,12 @@ def start_worker(device_spec: str) -> Worker:
         rank = int(os.environ.get("RANK", "0"))
     else:
         world_size, rank = dist.get_world_size(), dist.get_rank()
-    if world_size == 1:
-        return Worker(device=resolve_device(device_spec))
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world_size > 1 else None
     device = resolve_device(device_spec, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # before NCCL starts: each process talks through its own GPU
+    if device.type == "cuda":  # what "cuda" means from now on; before NCCL starts, so that it uses this GPU
+        torch.cuda.set_device(device)
+    if world_size == 1:
+        return Worker(device=device)
     if owns_group:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
     return Worker(rank, world_size, device, owns_group)

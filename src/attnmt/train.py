@@ -155,7 +155,6 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
                 "the data position carries over; a process the checkpoint has no random state for keeps its seed")
     parallel_model = worker.wrap(model)  # what training steps call: DDP around model, or model itself
     batches_per_step = worker.world_size * train_cfg.accumulate
-    _check_enough_batches(train_cfg, data, batches_per_step)
     log(f"model: {model.num_parameters():,} parameters; {len(data.train_src)} training pairs")
     log(f"training {_where(worker)} in {train_cfg.precision}; each step: {batches_per_step} batch(es) of at most "
         f"{train_cfg.batch_tokens} tokens")
@@ -182,6 +181,7 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
             break
         batches = token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
                                 shuffle=True, seed=train_cfg.seed, epoch=state.epoch)
+        _check_enough_batches(len(batches), batches_per_step, train_cfg)
         for group in step_groups(batches, state.batch_in_epoch, batches_per_step):
             parallel_model.train()
             optimizer.zero_grad(set_to_none=True)
@@ -199,7 +199,9 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm or math.inf)
                 if not torch.isfinite(grad_norm):
                     problem = f"gradient norm is {float(grad_norm)}"
-                    amp.scaler.update()  # fp16: an overflow; the loss scale goes down
+                    if amp.scaler.is_enabled():  # fp16: an overflow; the loss scale goes down
+                        amp.scaler.update()
+                        problem += f" (fp16 loss scale lowered to {amp.scaler.get_scale():g})"
             if problem:  # skip the step: the weights stay as they were
                 optimizer.zero_grad(set_to_none=True)
                 if _skip_nonfinite_step(problem, state, metrics, log) >= MAX_NONFINITE_IN_A_ROW:
@@ -372,10 +374,8 @@ def _quiet(progress: bool | None) -> bool:
     return not (sys.stderr.isatty() if progress is None else progress)
 
 
-def _check_enough_batches(train_cfg: TrainConfig, data: PreparedData, batches_per_step: int) -> None:
-    n_batches = len(token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
-                                  shuffle=True, seed=train_cfg.seed, epoch=0))
-    if n_batches < batches_per_step:
+def _check_enough_batches(n_batches: int, batches_per_step: int, train_cfg: TrainConfig) -> None:
+    if n_batches < batches_per_step:  # else every epoch would end before its first step
         raise TrainingError(f"the training data makes {n_batches} batch(es) of train.batch_tokens="
                             f"{train_cfg.batch_tokens} tokens, fewer than the {batches_per_step} that one step takes "
                             "(processes x train.accumulate): lower train.batch_tokens or train.accumulate")
