@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,20 +103,37 @@ def torchrun_train(config: Config, model_dir: Path) -> str:
     return result.stderr
 
 
-def train_on_two_processes(config: Config, model_dir: Path, resume: bool = False) -> None:
-    """``train`` in two forked processes that find each other as torchrun's do (if one fails,
-    torch.multiprocessing stops the other and raises its error here)."""
+def train_on_two_processes(config: Config, model_dir: Path, resume: bool = False,
+                           second_model_dir: Path | None = None, fast_clock: bool = False, timeout: float = 120) -> None:
+    """``train`` in two forked processes that find each other as torchrun's do. The second uses
+    ``second_model_dir`` if given (as if the machines shared no file system) and, with
+    ``fast_clock``, a clock that runs 30% fast. If one fails, torch.multiprocessing stops the other
+    and raises its error here; if they hang, the test fails."""
     with socket.socket() as probe:  # a free port for the main process's rendezvous store
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.start_processes(_train_as_rank, args=(port, config, model_dir, resume), nprocs=2,
-                                          start_method="fork")
+    model_dirs = [model_dir, second_model_dir or model_dir]
+    processes = torch.multiprocessing.start_processes(_train_as_rank, args=(port, config, model_dirs, resume, fast_clock),
+                                                      nprocs=2, join=False, start_method="fork")
+    deadline = time.monotonic() + timeout
+    while not processes.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in processes.processes:
+                process.kill()
+            pytest.fail(f"the two processes did not finish within {timeout} s: waiting for each other?")
 
 
-def _train_as_rank(rank: int, port: int, config: Config, model_dir: Path, resume: bool) -> None:
+def _train_as_rank(rank: int, port: int, config: Config, model_dirs: list[Path], resume: bool,
+                   fast_clock: bool) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    train(config, model_dir, resume=resume, progress=False, log=quiet)
+    if fast_clock and rank == 1:  # this forked process's own time module
+        time.perf_counter = lambda clock=time.perf_counter: 1.3 * clock()
+    try:
+        train(config, model_dirs[rank], resume=resume, progress=False, log=quiet)
+    except Exception as error:  # kept: when one process fails, which error is reported first is a race
+        Path(f"{model_dirs[rank]}.rank{rank}.error").write_text(str(error), encoding="utf-8")
+        raise
 
 
 def metrics(model_dir: Path) -> list[dict]:
@@ -187,3 +206,20 @@ def test_two_processes_resume_exactly_where_they_stopped(tmp_path, corpus):
     result = train(config, tmp_path / "on one process", resume=True, progress=False, log=messages.append)
     assert result.steps == 20 and saved_world_size(tmp_path / "on one process") == 1
     assert any("written by 2 process(es), this run has 1: the data position carries over" in m for m in messages)
+
+
+def test_two_processes_stop_together_when_the_time_is_up(tmp_path, corpus):
+    """Their clocks differ (here by far: one runs 30% fast); they stop on the mean of the two, at the
+    same step. A process that stopped alone would leave the other waiting for it forever."""
+    config = ddp_config(corpus, max_steps=0, max_time=1.0, valid_every=10_000, checkpoint_every=0)
+    train_on_two_processes(config, tmp_path / "model", fast_clock=True, timeout=60)
+    stop = [e for e in metrics(tmp_path / "model") if e["event"] == "stop"]
+    assert len(stop) == 1 and stop[0]["reason"] == "reached train.max_time=1s" and stop[0]["step"] > 10
+
+
+def test_machines_that_share_no_file_system_are_a_clear_error(tmp_path, corpus):
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException):
+        train_on_two_processes(ddp_config(corpus), tmp_path / "main", second_model_dir=tmp_path / "elsewhere")
+    error = (tmp_path / "elsewhere.rank1.error").read_text(encoding="utf-8")
+    assert re.fullmatch(r"process 1 cannot see .*spm.model, which the main process wrote: on several machines, "
+                        "--model-dir must be on a file system that all of them share", error), error
