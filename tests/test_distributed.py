@@ -76,7 +76,7 @@ def test_too_few_batches_for_one_step_is_a_clear_error(tmp_path):
         train(toy_config(train_prefix, valid_prefix, accumulate=50), tmp_path / "model", log=quiet)
 
 
-# ---- two processes under torchrun -----------------------------------------------------------------
+# ---- two processes: started by torchrun, or forked with the environment torchrun gives ---------------
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ numbered LOCAL_RANK.
 
 Precision follows PyTorch's automatic mixed precision recipe: weights, gradients and Adam's moments
 stay fp32; ``bf16`` and ``fp16`` run the forward pass under ``torch.autocast``, which computes matrix
-products and RNN cells in 16 bits and keeps softmax, losses and reductions in fp32. ``fp16`` has
+products (and, on GPUs, the RNNs) in 16 bits and keeps softmax, losses and reductions in fp32. ``fp16`` has
 too few exponent bits for small gradients, so its loss is scaled up before ``backward`` and the
 gradients scaled back before clipping (``torch.amp.GradScaler``); bf16 needs no scaling.
 """

@@ -1,7 +1,7 @@
 """Training on several processes, on one machine or several, with PyTorch's DistributedDataParallel.
 
 torchrun (``python -m torch.distributed.run``) starts the processes and gives each one RANK,
-LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT. ``start`` reads them, picks the process's
+LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT. ``start_worker`` reads them, picks the process's
 device and joins the process group: NCCL between GPUs, gloo between CPUs. A process started
 without torchrun is the only one, and nothing here communicates.
 
@@ -47,7 +47,7 @@ class Worker:
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False  # ``start`` created the process group, so ``stop`` destroys it
+    owns_group: bool = False  # ``start_worker`` created the process group, so ``stop_worker`` destroys it
 
     @property
     def is_main(self) -> bool:
