@@ -11,6 +11,7 @@ from attnmt.checkpoint import (
     atomic_write_text,
     load_trainer_state,
     load_weights,
+    rng_state,
     save_trainer_state,
     save_weights,
 )
@@ -66,6 +67,37 @@ def test_trainer_state_restores_model_optimizer_scheduler_and_rng(tmp_path):
     assert restored_scheduler.state_dict() == scheduler.state_dict()
     exp_avg = optimizer.state[next(iter(trained.parameters()))]["exp_avg"]
     torch.testing.assert_close(restored_optimizer.state[next(iter(restored.parameters()))]["exp_avg"], exp_avg)
+
+
+def test_trainer_state_keeps_the_rng_of_every_process_and_the_loss_scale(tmp_path):
+    """A distributed run saves the random state of each process (dropout differs between them) and
+    the fp16 loss scaler; each process restores its own."""
+    m = model(0)
+    optimizer = torch.optim.Adam(m.parameters())
+    torch.manual_seed(10)
+    main_process = rng_state()
+    main_random = torch.rand(3)
+    torch.manual_seed(11)
+    second_process = rng_state()
+    second_random = torch.rand(3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    scaler.scale(torch.ones(()))  # the scaler starts at its first loss
+    scaler.update(new_scale=2.0**7)  # as after three overflows
+    path = tmp_path / "state.safetensors"
+    save_trainer_state(path, m, optimizer, None, TrainerState(step=4, world_size=2), scaler,
+                       rng_states=[main_process, second_process])
+
+    for rank, expected in ((0, main_random), (1, second_random)):
+        torch.manual_seed(99)
+        restored_scaler = torch.amp.GradScaler("cpu")
+        state = load_trainer_state(path, m, optimizer, None, restored_scaler, rank=rank)
+        torch.testing.assert_close(torch.rand(3), expected, msg=f"rank {rank}")
+        assert restored_scaler.get_scale() == 2.0**7 and state.world_size == 2
+    torch.manual_seed(99)
+    expected_fresh = torch.rand(3)
+    torch.manual_seed(99)
+    load_trainer_state(path, m, optimizer, None, rank=2)  # a process the saved run did not have
+    torch.testing.assert_close(torch.rand(3), expected_fresh)  # keeps its own random state
 
 
 def test_truncated_trainer_state_is_a_clear_error(tmp_path):

@@ -54,6 +54,10 @@ def test_unknown_section_is_named(tmp_path):
         ("decode.n_best=9", r"decode.n_best \(9\) cannot exceed decode.beam_size \(5\)"),
         ("model.attention=dot", "must equal 2 \\* model.encoder_hidden_size"),
         ("train.batch_tokens=0", "train.batch_tokens must be positive"),
+        ("train.accumulate=0", "train.accumulate must be positive"),
+        ("train.device=gpu", "train.device must be auto, cpu, cuda, cuda:N .* or mps; got 'gpu'"),
+        ("train.device=cuda:x", "train.device must be auto"),
+        ("train.precision=fp8", "train.precision must be one of fp32, bf16, fp16"),
         ("hidden_size=3", "must look like section.key=value"),
     ],
 )
@@ -75,3 +79,10 @@ def test_yaml_is_loaded_safely(tmp_path):
     path = write(tmp_path, "model: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_devices_and_precisions_load():
+    for device in ("auto", "cpu", "cuda", "cuda:3", "mps"):
+        assert load_config(None, [f"train.device={device}"]).train.device == device
+    config = load_config(None, ["train.precision=bf16", "train.accumulate=4"])
+    assert (config.train.precision, config.train.accumulate) == ("bf16", 4)

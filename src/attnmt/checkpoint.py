@@ -5,8 +5,9 @@ and the trainer state for ``--resume``. Nothing here ever unpickles anything.
       config.yaml               everything needed to rebuild the model and its tokenizers
       model.safetensors         the best weights (what ``translate`` loads)
       spm.model                 joint SentencePiece model, or src.spm.model + trg.spm.model
-      trainer_state.safetensors last weights, optimizer, scheduler, RNG and data position (one file,
-                                so it is replaced atomically as a whole)
+      trainer_state.safetensors last weights, optimizer, scheduler, loss scaler, the RNGs of every
+                                training process and the data position (one file, so it is
+                                replaced atomically as a whole)
       trainer_state.previous.safetensors   the checkpoint before that one, kept in case the last is damaged
       metrics.jsonl             one line per log or validation event
 
@@ -200,6 +201,7 @@ class TrainerState:
     window_tokens: int = 0
     window_loss: float = 0.0
     window_seconds: float = 0.0
+    world_size: int = 1  # training processes; the file holds the RNG state of each
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -223,7 +225,11 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+RngState = tuple[dict[str, torch.Tensor], dict[str, Any]]  # (tensors, JSON-able rest)
+
+
+def rng_state() -> RngState:
+    """This process's torch (CPU and CUDA), NumPy and Python random states."""
     numpy_state = np.random.get_state()
     tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(numpy_state[1].astype(np.int64))}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -251,23 +257,35 @@ def _from_json(value: Any) -> Any:
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
 
 
+def _rank_prefix(rank: int) -> str:
+    """Where the RNG state of training process ``rank`` is kept: ``rng.*`` for the main one (as a
+    one-process run keeps it), ``rank1.rng.*``, ``rank2.rng.*``, ... for the others."""
+    return "" if rank == 0 else f"rank{rank}."
+
+
 def save_trainer_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainerState
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainerState,
+    scaler: torch.amp.GradScaler | None = None, rng_states: list[RngState] | None = None,
 ) -> None:
     """One safetensors file: last weights, optimizer tensors, RNG tensors; JSON for the rest.
 
-    The file it replaces is kept as ``previous_path(path)``."""
+    rng_states: the ``rng_state()`` of every training process, in rank order (default: this
+    process's only). The file it replaces is kept as ``previous_path(path)``."""
     tensors = {f"model.{name}": p.detach().cpu().contiguous() for name, p in model.state_dict().items()}
     tensors = _dedupe_shared(tensors)
     optimizer_tensors, optimizer_plain = _flatten_optimizer(optimizer.state_dict())
-    rng_tensors, rng_plain = _rng_state()
     tensors.update(optimizer_tensors)
-    tensors.update(rng_tensors)
+    rng_plain = []
+    for rank, (rank_tensors, rank_plain) in enumerate(rng_states or [rng_state()]):
+        tensors.update({_rank_prefix(rank) + key: value for key, value in rank_tensors.items()})
+        rng_plain.append(rank_plain)
     plain = {
         "trainer": state.__dict__,
         "optimizer": optimizer_plain,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": rng_plain,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "rng": rng_plain[0],
+        "rng_ranks": rng_plain[1:],
     }
     plain_json = json.dumps(plain)
     metadata = {_STATE_KEY: plain_json, CHECKSUM_KEY: tensor_checksum(tensors, plain_json)}
@@ -310,9 +328,11 @@ def _dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_trainer_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    scaler: torch.amp.GradScaler | None = None, rank: int = 0,
 ) -> TrainerState:
-    """Restore model, optimizer, scheduler and RNG from ``save_trainer_state``'s file.
+    """Restore model, optimizer, scheduler, loss scaler and the RNG of training process ``rank`` from
+    ``save_trainer_state``'s file (a process the saved run did not have keeps its RNG as it is).
 
     A truncated, damaged or foreign file is a CheckpointError naming it (and the previous checkpoint,
     which is kept). The whole file is read and verified before anything is restored."""
@@ -333,7 +353,13 @@ def load_trainer_state(
         optimizer.load_state_dict(_unflatten_optimizer(tensors, plain["optimizer"]))
         if scheduler is not None and plain["scheduler"] is not None:
             scheduler.load_state_dict(plain["scheduler"])
-        _restore_rng(tensors, plain["rng"])
+        if scaler is not None and scaler.is_enabled() and plain.get("scaler"):
+            scaler.load_state_dict(plain["scaler"])
+        rng_plain = [plain["rng"], *plain.get("rng_ranks", [])]
+        if rank < len(rng_plain):
+            prefix = _rank_prefix(rank)
+            _restore_rng({key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix + "rng.")},
+                         rng_plain[rank])
         known = {f.name for f in dataclasses.fields(TrainerState)}
         return TrainerState(**{key: value for key, value in plain["trainer"].items() if key in known})
     except CheckpointError:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config")
+    p = sub.add_parser("train", help="train a model from a YAML config (under torchrun: on several processes)")
     p.add_argument("config", type=Path, help="YAML config (see configs/)")
     p.add_argument("--model-dir", "-m", type=Path, required=True, help="where the model directory is written")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -145,8 +145,9 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     result = train(config, args.model_dir, resume=args.resume, overwrite=args.overwrite,
                    progress=False if args.no_progress else None, log=_log)
-    _log(f"{result.steps} steps in {result.elapsed_seconds:.0f}s; best {config.train.early_stopping_metric}: "
-         f"{result.best_metric}; model in {result.model_dir}")
+    if result.rank == 0:  # under torchrun every process gets here; one says it
+        _log(f"{result.steps} steps in {result.elapsed_seconds:.0f}s; best {config.train.early_stopping_metric}: "
+             f"{result.best_metric}; model in {result.model_dir}")
     return 0
 
 

@@ -90,6 +90,9 @@ class TrainConfig:
     early_stopping_metric: Literal["bleu", "loss"] = "bleu"
     early_stopping_patience: int = 6  # validations without improvement; 0: never stop early
     num_threads: int = 0  # torch threads; 0: torch's default
+    device: str = "auto"  # auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, fp32 weights and optimizer
+    accumulate: int = 1  # batches per optimizer step (per process): an effective batch of accumulate * batch_tokens
 
 
 @dataclass
@@ -125,6 +128,7 @@ class Config:
             "train.batch_tokens": self.train.batch_tokens,
             "train.valid_every": self.train.valid_every,
             "train.log_every": self.train.log_every,
+            "train.accumulate": self.train.accumulate,
             "decode.beam_size": self.decode.beam_size,
             "decode.n_best": self.decode.n_best,
             "decode.batch_size": self.decode.batch_size,
@@ -150,6 +154,9 @@ class Config:
                 f"model.hidden_size ({self.model.hidden_size}) must equal 2 * model.encoder_hidden_size "
                 f"({2 * self.model.encoder_hidden_size}); or use 'general' or 'additive'"
             )
+        if not _DEVICE.match(self.train.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N (N a GPU number) or mps; "
+                              f"got {self.train.device!r}")
         if self.model.share_embeddings and not self.vocab.joint:
             raise ConfigError("model.share_embeddings needs vocab.joint: true (one vocabulary for both sides)")
         for key in ("max_steps", "max_time", "early_stopping_patience", "valid_max_sentences", "num_threads",
@@ -168,6 +175,7 @@ class Config:
         Path(path).write_text(self.to_yaml(), encoding="utf-8")
 
 
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:[0-9]+|mps)$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*$")
 _DURATION_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 

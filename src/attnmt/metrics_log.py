@@ -12,15 +12,21 @@ from attnmt.checkpoint import METRICS_FILE
 
 
 class MetricsLog:
-    def __init__(self, model_dir: Path) -> None:
-        path = Path(model_dir) / METRICS_FILE
-        _drop_torn_last_line(path)
-        self.file = open(path, "a", encoding="utf-8")
-        self.writer = _tensorboard_writer(Path(model_dir) / "tensorboard")
+    def __init__(self, model_dir: Path, enabled: bool = True) -> None:
+        """enabled=False (the processes of a distributed run but the main one): ``write`` still returns
+        each event, but nothing is written anywhere."""
+        self.file = self.writer = None
+        if enabled:
+            path = Path(model_dir) / METRICS_FILE
+            _drop_torn_last_line(path)
+            self.file = open(path, "a", encoding="utf-8")
+            self.writer = _tensorboard_writer(Path(model_dir) / "tensorboard")
 
     def write(self, event: str, **values: Any) -> dict[str, Any]:
         """Append one event; numbers also go to TensorBoard as ``event/name`` at ``step``."""
         entry = {"event": event, "time": time.time(), **values}
+        if self.file is None:
+            return entry
         self.file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.file.flush()
         if self.writer is not None and "step" in values:
@@ -30,7 +36,8 @@ class MetricsLog:
         return entry
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
         if self.writer is not None:
             self.writer.close()
 

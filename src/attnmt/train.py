@@ -7,6 +7,7 @@ and checkpointing hang off it as small functions.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from attnmt.checkpoint import (
@@ -30,12 +33,16 @@ from attnmt.checkpoint import (
     load_trainer_state,
     remove_run_files,
     remove_stale_temporaries,
+    rng_state,
     save_trainer_state,
     save_weights,
+    tokenizer_files,
 )
 from attnmt.config import Config, TrainConfig
 from attnmt.data.batching import Batch, collate, token_batches
 from attnmt.data.vocab import PAD_ID
+from attnmt.device import MixedPrecision
+from attnmt.distributed import Worker, start_worker, step_groups, stop_worker
 from attnmt.evaluate import score_corpus
 from attnmt.metrics_log import MetricsLog
 from attnmt.model import Seq2Seq
@@ -57,6 +64,7 @@ class TrainResult:
     best_metric: float | None
     stop_reason: str
     validations: list[dict[str, Any]] = field(default_factory=list)
+    rank: int = 0  # of the process that returns it (0 unless torchrun started several)
 
 
 def seed_everything(seed: int) -> None:
@@ -92,7 +100,7 @@ def batch_loss(model: Seq2Seq, batch: Batch, label_smoothing: float) -> torch.Te
     real = batch.trg_output != PAD_ID  # (batch, trg_len)
     logits, _ = model(batch.src, batch.src_lengths, batch.trg_input, trg_mask=real)  # (n_trg_tokens, vocab)
     return F.cross_entropy(
-        logits,
+        logits.float(),  # fp32 under autocast too
         batch.trg_output[real],  # (n_trg_tokens,)
         label_smoothing=label_smoothing,
         reduction="sum",
@@ -105,39 +113,61 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
 
     resume: continue from ``model_dir``'s trainer state; overwrite: start afresh in a non-empty dir.
     progress: show a progress bar (None: only when stderr is a terminal).
+    Started by torchrun, every process calls this: they train one model together with
+    DistributedDataParallel, and only the main process writes files and logs (attnmt.distributed).
     """
-    model_dir = Path(model_dir)
+    worker = start_worker(config.train.device)
+    try:
+        return _train(worker, config, Path(model_dir), resume, overwrite, progress, log if worker.is_main else _silent)
+    finally:
+        stop_worker(worker)
+
+
+def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, progress: bool | None,
+           log) -> TrainResult:
+    train_cfg = config.train
+    amp = MixedPrecision.create(train_cfg.precision, worker.device)
     _check_model_dir(model_dir, resume, overwrite)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
     if resume:
         _check_same_model(config, model_dir)
-    elif overwrite:
-        remove_run_files(model_dir)
-    train_cfg = config.train
+    worker.barrier()  # every process has looked at model_dir before the main one changes it
+    if worker.is_main:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
+        if overwrite and not resume:
+            remove_run_files(model_dir)
     if train_cfg.num_threads:
         torch.set_num_threads(train_cfg.num_threads)
-    seed_everything(train_cfg.seed)
+    seed_everything(train_cfg.seed + worker.rank)  # dropout differs between processes; DDP copies rank 0's weights
 
-    data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log)
-    if not resume:
+    data = _prepare_data(worker, config, model_dir, resume, log)
+    if worker.is_main and not resume:
         atomic_write_text(model_dir / CONFIG_FILE, config.to_yaml())
     model = Seq2Seq.from_config(config.model, data.src_tokenizer.vocab_size, data.trg_tokenizer.vocab_size)
+    model.to(worker.device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     state = TrainerState()
     if resume:
-        state = load_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler)
+        state = load_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler, amp.scaler, worker.rank)
         log(f"resuming at step {state.step} (epoch {state.epoch + 1}, batch {state.batch_in_epoch})")
+        if state.world_size != worker.world_size:
+            log(f"the checkpoint was written by {state.world_size} process(es), this run has {worker.world_size}: "
+                "the data position carries over; a process the checkpoint has no random state for keeps its seed")
+    parallel_model = worker.wrap(model)  # what training steps call: DDP around model, or model itself
+    batches_per_step = worker.world_size * train_cfg.accumulate
     log(f"model: {model.num_parameters():,} parameters; {len(data.train_src)} training pairs")
+    log(f"training {_where(worker)} in {train_cfg.precision}; each step: {batches_per_step} batch(es) of at most "
+        f"{train_cfg.batch_tokens} tokens")
 
-    metrics = MetricsLog(model_dir)
+    metrics = MetricsLog(model_dir, enabled=worker.is_main)
     if resume:
         metrics.write("resume", step=state.step, epoch=state.epoch + 1, batch_in_epoch=state.batch_in_epoch)
     validations: list[dict[str, Any]] = []
     started = time.perf_counter() - state.elapsed_seconds
-    total_steps = _planned_steps(train_cfg, data, state)
-    bar = tqdm(total=total_steps, initial=state.step, disable=_quiet(progress), unit="step", dynamic_ncols=True)
+    total_steps = _planned_steps(train_cfg, data, state, batches_per_step)
+    bar = tqdm(total=total_steps, initial=state.step, disable=_quiet(progress) or not worker.is_main, unit="step",
+               dynamic_ncols=True)
     window_tokens, window_loss = state.window_tokens, state.window_loss  # as the checkpoint left them
     window_start = time.perf_counter() - state.window_seconds
     checkpoint_every = train_cfg.checkpoint_every or train_cfg.valid_every
@@ -152,18 +182,27 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
             break
         batches = token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
                                 shuffle=True, seed=train_cfg.seed, epoch=state.epoch)
-        for indices in batches[state.batch_in_epoch:]:
-            model.train()
-            batch = collate([data.train_src[i] for i in indices], [data.train_trg[i] for i in indices], indices)
-            loss = batch_loss(model, batch, train_cfg.label_smoothing)
-            state.batch_in_epoch += 1
+        _check_enough_batches(len(batches), batches_per_step, train_cfg)
+        for group in step_groups(batches, state.batch_in_epoch, batches_per_step):
+            parallel_model.train()
             optimizer.zero_grad(set_to_none=True)
-            problem = f"loss is {loss.item()}" if not torch.isfinite(loss) else ""
+            shard = [collate([data.train_src[i] for i in indices], [data.train_trg[i] for i in indices], indices)
+                     for indices in worker.shard(group)]
+            step_tokens = sum(len(data.train_trg[i]) + 1 for indices in group for i in indices)  # +EOS; all processes
+            local_loss = accumulate_gradients(parallel_model, shard, step_tokens, worker.world_size, amp,
+                                              train_cfg.label_smoothing)
+            state.batch_in_epoch += len(group)
+            loss, elapsed = _agree(worker, local_loss, time.perf_counter() - started)
+            problem = f"loss is {loss}" if not math.isfinite(loss) else ""
             if not problem:
-                (loss / batch.n_trg_tokens).backward()
+                amp.scaler.unscale_(optimizer)  # fp16: the true gradients, to clip and measure
                 # max_norm=inf only measures (the gradients are multiplied by exactly 1)
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm or math.inf)
-                problem = f"gradient norm is {float(grad_norm)}" if not torch.isfinite(grad_norm) else ""
+                if not torch.isfinite(grad_norm):
+                    problem = f"gradient norm is {float(grad_norm)}"
+                    if amp.scaler.is_enabled():  # fp16: an overflow; the loss scale goes down
+                        amp.scaler.update()
+                        problem += f" (fp16 loss scale lowered to {amp.scaler.get_scale():g})"
             if problem:  # skip the step: the weights stay as they were
                 optimizer.zero_grad(set_to_none=True)
                 if _skip_nonfinite_step(problem, state, metrics, log) >= MAX_NONFINITE_IN_A_ROW:
@@ -171,13 +210,14 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
                     break
                 continue
             state.nonfinite_steps = 0
-            optimizer.step()
+            amp.scaler.step(optimizer)  # with fp32 and bf16: optimizer.step()
+            amp.scaler.update()
             if train_cfg.schedule == "warmup_decay":
                 scheduler.step()
             state.step += 1
             bar.update(1)
-            window_tokens += batch.n_trg_tokens
-            window_loss += loss.item()
+            window_tokens += step_tokens
+            window_loss += loss
 
             if state.step % train_cfg.log_every == 0:
                 seconds = time.perf_counter() - window_start
@@ -189,20 +229,20 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_second']:.0f}")
                 window_tokens, window_loss, window_start = 0, 0.0, time.perf_counter()
 
-            stop_reason = _budget_spent(train_cfg, state, time.perf_counter() - started)
+            stop_reason = _budget_spent(train_cfg, state, elapsed)
             validation_due = state.step % train_cfg.valid_every == 0 or bool(stop_reason)
             if validation_due or state.step % checkpoint_every == 0:
                 state.elapsed_seconds = time.perf_counter() - started
                 state.window_tokens, state.window_loss = window_tokens, window_loss
                 state.window_seconds = time.perf_counter() - window_start
                 if validation_due:
-                    validations.append(_validate_and_checkpoint(model, optimizer, scheduler, state, data, config,
-                                                                model_dir, metrics, log))
+                    validations.append(_validate_and_checkpoint(worker, model, optimizer, scheduler, amp.scaler, state,
+                                                                data, config, model_dir, metrics, log))
                     if not stop_reason:
                         stop_reason = _early_stop(train_cfg, state)
                     window_start = time.perf_counter()  # validation time is not training throughput
                 else:
-                    save_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler, state)
+                    _save_checkpoint(worker, model_dir, model, optimizer, scheduler, amp.scaler, state)
                 checkpoint_step = state.step
             if stop_reason:
                 break
@@ -215,13 +255,81 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
         metrics.write("stop", step=state.step, reason=stop_reason, elapsed=time.perf_counter() - started)
         metrics.close()
         raise TrainingError(_diverged_message(model_dir, state, checkpoint_step))
-    if not (model_dir / WEIGHTS_FILE).exists():  # stopped before any validation: keep what we have
+    if state.best_metric is None:  # stopped before any validation: keep what we have
         state.elapsed_seconds = time.perf_counter() - started
-        validations.append(_validate_and_checkpoint(model, optimizer, scheduler, state, data, config, model_dir, metrics, log))
+        validations.append(_validate_and_checkpoint(worker, model, optimizer, scheduler, amp.scaler, state, data, config,
+                                                    model_dir, metrics, log))
     log(f"training stopped: {stop_reason}")
     metrics.write("stop", step=state.step, reason=stop_reason, elapsed=time.perf_counter() - started)
     metrics.close()
-    return TrainResult(model_dir, state.step, time.perf_counter() - started, state.best_metric, stop_reason, validations)
+    return TrainResult(model_dir, state.step, time.perf_counter() - started, state.best_metric, stop_reason, validations,
+                       worker.rank)
+
+
+def accumulate_gradients(model: nn.Module, batches: list[Batch], step_tokens: int, world_size: int,
+                         amp: MixedPrecision, label_smoothing: float) -> torch.Tensor:
+    """Forward and backward through this process's batches of one optimizer step, adding up their
+    gradients; returns the sum of their losses (detached).
+
+    Each batch's summed token loss is divided by ``step_tokens``, the target tokens of the whole step
+    on all processes, and multiplied by ``world_size``, since DDP averages the gradients of the
+    processes: the result is the gradient of the step's mean token loss, however the step's batches
+    are spread over processes and accumulation. Under DDP only the last backward communicates.
+    """
+    total = torch.zeros((), device=amp.device)
+    for number, batch in enumerate(batches):
+        batch = batch.to(amp.device)
+        accumulating = isinstance(model, DistributedDataParallel) and number < len(batches) - 1
+        with model.no_sync() if accumulating else contextlib.nullcontext():
+            with amp.autocast():
+                loss = batch_loss(model, batch, label_smoothing)
+            amp.scaler.scale(loss * world_size / step_tokens).backward()
+        total += loss.detach()
+    return total
+
+
+def _agree(worker: Worker, loss: torch.Tensor, elapsed: float) -> tuple[float, float]:
+    """The step's loss summed over the processes, and their mean elapsed time: the same numbers on
+    every process, so that all of them take the same decisions (skip the step, log, stop)."""
+    if worker.world_size == 1:
+        return loss.item(), elapsed
+    # float32 as the loss itself (a sum of the same float32 terms, whichever process holds which)
+    totals = torch.stack([loss, torch.tensor(elapsed, dtype=loss.dtype, device=loss.device)])
+    loss_sum, elapsed_sum = worker.all_sum(totals).tolist()
+    return loss_sum, elapsed_sum / worker.world_size
+
+
+def _silent(message: str) -> None:
+    """The log of the processes other than the main one."""
+
+
+def _where(worker: Worker) -> str:
+    if worker.world_size == 1:
+        return f"on {worker.device}"
+    backend = "NCCL" if worker.device.type == "cuda" else "gloo"
+    return f"on {worker.world_size} processes ({backend}; the main one on {worker.device})"
+
+
+def _prepare_data(worker: Worker, config: Config, model_dir: Path, resume: bool, log) -> PreparedData:
+    """The main process trains the tokenizers (unless resuming); the others wait, then load them."""
+    data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log) if worker.is_main else None
+    worker.barrier()
+    if data is None:
+        for path in set(tokenizer_files(model_dir, config.vocab.joint)):
+            if not path.is_file():
+                raise TrainingError(f"process {worker.rank} cannot see {path}, which the main process wrote: on "
+                                    "several machines, --model-dir must be on a file system that all of them share")
+        data = prepare_data(config, model_dir, reuse_tokenizers=True, log=log)
+    return data
+
+
+def _save_checkpoint(worker: Worker, model_dir: Path, model: Seq2Seq, optimizer, scheduler, scaler,
+                     state: TrainerState) -> None:
+    """The trainer state, with the random state of every process; the main process writes it."""
+    rng_states = worker.gather(rng_state())
+    state.world_size = worker.world_size
+    if worker.is_main:
+        save_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler, state, scaler, rng_states)
 
 
 def _check_model_dir(model_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -267,14 +375,21 @@ def _quiet(progress: bool | None) -> bool:
     return not (sys.stderr.isatty() if progress is None else progress)
 
 
-def _planned_steps(train_cfg: TrainConfig, data: PreparedData, state: TrainerState) -> int | None:
+def _check_enough_batches(n_batches: int, batches_per_step: int, train_cfg: TrainConfig) -> None:
+    if n_batches < batches_per_step:  # else every epoch would end before its first step
+        raise TrainingError(f"the training data makes {n_batches} batch(es) of train.batch_tokens="
+                            f"{train_cfg.batch_tokens} tokens, fewer than the {batches_per_step} that one step takes "
+                            "(processes x train.accumulate): lower train.batch_tokens or train.accumulate")
+
+
+def _planned_steps(train_cfg: TrainConfig, data: PreparedData, state: TrainerState, batches_per_step: int) -> int | None:
     if train_cfg.max_steps:
         return train_cfg.max_steps
     if train_cfg.max_time:
         return None  # time-bounded: tqdm shows the rate, not an ETA it cannot know
-    per_epoch = len(token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
+    n_batches = len(token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
                                   shuffle=False, seed=train_cfg.seed, epoch=0))
-    return per_epoch * train_cfg.max_epochs
+    return n_batches // batches_per_step * train_cfg.max_epochs
 
 
 def _budget_spent(train_cfg: TrainConfig, state: TrainerState, elapsed: float) -> str:
@@ -294,17 +409,19 @@ def _early_stop(train_cfg: TrainConfig, state: TrainerState) -> str:
 
 @torch.inference_mode()
 def validate(model: Seq2Seq, data: PreparedData, config: Config) -> dict[str, Any]:
-    """Validation loss and perplexity (teacher forcing) and greedy BLEU against the raw references."""
+    """Validation loss and perplexity (teacher forcing) and greedy BLEU against the raw references,
+    in fp32 on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     total_loss, total_tokens = 0.0, 0
     for indices in token_batches(data.valid_src_lengths, data.valid_trg_lengths, config.train.batch_tokens,
                                  shuffle=False, seed=0, epoch=0):
         batch = collate([data.valid_src[i] for i in indices], [data.valid_trg[i] for i in indices], indices)
-        total_loss += float(batch_loss(model, batch, 0.0))
+        total_loss += float(batch_loss(model, batch.to(device), 0.0))
         total_tokens += batch.n_trg_tokens
     loss = total_loss / max(total_tokens, 1)
     limit = config.train.valid_max_sentences or len(data.valid_src)
-    hypotheses = decode_ids(model, data.valid_src[:limit], config.decode, beam_size=1)
+    hypotheses = decode_ids(model, data.valid_src[:limit], config.decode, beam_size=1, device=device)
     outputs = [data.trg_tokenizer.decode(h[0].tokens) for h in hypotheses]
     references = data.valid_references[:limit]
     bleu = score_corpus(outputs, references, metrics=("bleu",))[0]
@@ -313,22 +430,25 @@ def validate(model: Seq2Seq, data: PreparedData, config: Config) -> dict[str, An
             "bleu_signature": bleu.signature, "example": {"hypothesis": outputs[0], "reference": references[0]}}
 
 
-def _validate_and_checkpoint(model, optimizer, scheduler, state: TrainerState, data: PreparedData, config: Config,
-                             model_dir: Path, metrics: MetricsLog, log) -> dict[str, Any]:
-    """Validate, keep the best weights, write the trainer state (the 'last' checkpoint)."""
-    result = validate(model, data, config)
+def _validate_and_checkpoint(worker: Worker, model, optimizer, scheduler, scaler, state: TrainerState,
+                             data: PreparedData, config: Config, model_dir: Path, metrics: MetricsLog,
+                             log) -> dict[str, Any]:
+    """Validate, keep the best weights, write the trainer state (the 'last' checkpoint). The main
+    process validates; the others receive its results and update their state just as it does."""
+    result = worker.broadcast(validate(model, data, config) if worker.is_main else None)
     metric_name = config.train.early_stopping_metric
     value = result[metric_name]
     better = state.best_metric is None or (value > state.best_metric if metric_name == "bleu" else value < state.best_metric)
     if better:
         state.best_metric, state.best_step = value, state.step
         state.validations_without_improvement = 0
-        save_weights(model, model_dir / WEIGHTS_FILE)
+        if worker.is_main:
+            save_weights(model, model_dir / WEIGHTS_FILE)
     else:
         state.validations_without_improvement += 1
     if config.train.schedule == "plateau":
         scheduler.step(value)
-    save_trainer_state(model_dir / TRAINER_STATE_FILE, model, optimizer, scheduler, state)
+    _save_checkpoint(worker, model_dir, model, optimizer, scheduler, scaler, state)
     entry = metrics.write("valid", step=state.step, elapsed=state.elapsed_seconds, best=better,
                           lr=optimizer.param_groups[0]["lr"], **{k: v for k, v in result.items() if k != "example"})
     log(f"step {state.step}: valid loss {result['loss']:.3f}, ppl {result['perplexity']:.2f}, "
