@@ -1,0 +1,337 @@
+"""Speed benchmark: attnmt against Joey NMT 2.3.0 on the same CPU, same model size, same data.
+
+    python benchmarks/speed.py --out docs/speed.json          # about 45 minutes on 2 cores
+
+In one run, one after the other on the same machine (absolute figures drift on shared machines;
+the ratios of one run hold):
+
+1. this machine's matrix-multiply throughput, fp32 and bf16, 1 and N threads: the ceiling;
+2. Joey NMT trains its RNN (``../shared/peers/joeynmt/run.sh``: bi-GRU 512, GRU 512, embeddings 256,
+   Luong attention, input feeding, tied embeddings, joint SentencePiece unigram 8000, 64 sentences a
+   batch, Multi30k en→de) and decodes test_2016_flickr from its first checkpoint, greedy and beam 5;
+   skipped, and said so, where that script is absent;
+3. attnmt trains the same model on the same data with batches of about 64 sentences, input feeding
+   on and off, fp32 and bf16 autocast (plus its own default batch of 2000 tokens), each for
+   ``--train-seconds``: target tokens/s, FLOPs per target token, achieved GFLOP/s and the fraction
+   of the measured matmul ceiling;
+4. attnmt decodes test_2016_flickr with its fp32 input-feeding model (trained about as long as
+   Joey's checkpoint), greedy and beam 5, fp32 and dynamic int8: sentences/s, target tokens/s, BLEU;
+5. the ratios.
+
+Writes the JSON (``--out``) and a Markdown summary beside it (same name, ``.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+JOEY_SCRIPT = REPO.parent / "shared" / "peers" / "joeynmt" / "run.sh"
+JOEY_ROOT = Path("/tmp/peers/joeynmt")
+JOEY_BATCH_SENTENCES = 64
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def matmul_gflops(threads: int, dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
+    """Sustained GFLOP/s of one square matrix product, the best case for this CPU and library."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+
+
+def train_flops_per_target_token(model, src_per_trg: float) -> float:
+    """Multiply-adds of the model per target token, times 2 (FLOPs) times 3 (forward, and backward
+    twice: gradients of inputs and of weights). ``src_per_trg``: source tokens per target token.
+
+    Per source token: the bidirectional encoder RNN and the attention keys; per target token: the
+    decoder RNN, the attention scores and context (src_len each), the attentional layer and the
+    output layer. Embedding look-ups, the bridge and element-wise work are left out.
+    """
+    enc, dec = model.encoder.rnn, model.decoder.rnn
+    gates = 4 if isinstance(enc, torch.nn.LSTM) else 3
+
+    def rnn_macs(rnn) -> int:
+        directions = 2 if rnn.bidirectional else 1
+        return directions * sum(gates * rnn.hidden_size * (getattr(rnn, f"weight_ih_l{layer}").size(1) + rnn.hidden_size)
+                                for layer in range(rnn.num_layers))
+
+    attention = model.decoder.attention
+    keys = attention.key_projection.weight.numel() if hasattr(attention, "key_projection") else 0
+    src_len = 15.0  # a typical Multi30k sentence; the attention terms are small either way
+    scores_and_context = src_len * (dec.hidden_size + model.encoder.output_size) if attention.kind != "none" else 0
+    per_source = rnn_macs(enc) + keys
+    per_target = (rnn_macs(dec) + scores_and_context + model.decoder.attentional_layer.weight.numel()
+                  + model.output_layer.weight.numel())
+    return 6.0 * (per_source * src_per_trg + per_target)
+
+
+def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int, seconds: float, batch_tokens: int):
+    from attnmt.config import load_config
+
+    return load_config(None, [
+        f"data.train={data}/train", f"data.valid={data}/val", "data.src_lang=en", "data.trg_lang=de",
+        "data.max_src_tokens=80", "data.max_trg_tokens=80",
+        "vocab.type=unigram", "vocab.size=8000", "vocab.joint=true",
+        "model.rnn=gru", "model.embedding_size=256", "model.encoder_hidden_size=512", "model.hidden_size=512",
+        "model.attention=general", f"model.input_feeding={str(input_feeding).lower()}", "model.dropout=0.3",
+        "model.share_embeddings=true", "model.tie_output=false",
+        f"train.batch_tokens={batch_tokens}", "train.learning_rate=0.001", "train.label_smoothing=0.1",
+        f"train.max_time={seconds}", "train.valid_every=1000000", "train.log_every=20",
+        "train.valid_max_sentences=50", f"train.num_threads={threads}", f"train.precision={precision}",
+        "train.device=cpu",
+    ])
+
+
+def batch_tokens_for(data, sentences: int) -> int:
+    """The token budget whose length-bucketed batches hold ``sentences`` sentences on average."""
+    from attnmt.data.batching import token_batches
+
+    def mean_sentences(budget: int) -> float:
+        batches = token_batches(data.train_src_lengths, data.train_trg_lengths, budget, shuffle=True, seed=1, epoch=0)
+        return len(data.train_src) / len(batches)
+
+    low, high = 100, 10_000
+    while high - low > 10:
+        middle = (low + high) // 2
+        low, high = (middle, high) if mean_sentences(middle) < sentences else (low, middle)
+    return high
+
+
+def train_attnmt(data: Path, work: Path, name: str, input_feeding: bool, precision: str, threads: int,
+                 seconds: float, batch_tokens: int) -> dict:
+    from attnmt.train import train
+
+    model_dir = work / name
+    config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens)
+    result = train(config, model_dir, overwrite=True, progress=False, log=lambda message: None)
+    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]  # the first window warms up
+    return {"name": name, "input_feeding": input_feeding, "precision": precision, "threads": threads,
+            "batch_tokens": batch_tokens, "steps": result.steps,
+            "tokens_per_second": round(statistics.median(rates)) if rates else None, "model_dir": str(model_dir)}
+
+
+def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, quantize: bool = False) -> dict:
+    from attnmt.translator import Translator
+
+    torch.set_num_threads(threads)
+    translator = Translator.load(model_dir)
+    if quantize:
+        translator.quantize_dynamic()
+    translator.translate(sources[:32], beam=beam)  # warm-up
+    started = time.perf_counter()
+    outputs = translator.translate(sources, beam=beam)
+    seconds = time.perf_counter() - started
+    return {"beam": beam, "int8": quantize, "sentences_per_second": round(len(sources) / seconds, 1),
+            "target_tokens_per_second": round(sum(len(t.tokens) + 1 for t in outputs) / seconds),
+            "outputs": [t.text for t in outputs]}
+
+
+def run_joey(seconds: int) -> dict:
+    if not JOEY_SCRIPT.exists():
+        return {"skipped": f"{JOEY_SCRIPT} not found"}
+    completed = subprocess.run(["bash", str(JOEY_SCRIPT), str(seconds)], capture_output=True, text=True)
+    rates = [float(x) for x in re.findall(r"Tokens per Sec:\s*([\d.]+)", completed.stdout)]
+    params = re.findall(r"Total params:\s*(\d+)", completed.stdout)
+    return {"tokens_per_second": round(statistics.median(rates[1:] or rates)) if rates else None,
+            "windows": len(rates), "parameters": int(params[0]) if params else None,
+            "log_tail": completed.stdout[-1500:]}
+
+
+def decode_joey(sources: list[str], beam: int) -> dict:
+    """Time ``joeynmt translate`` on the test set, minus its start-up measured on one line."""
+    python = JOEY_ROOT / "venv" / "bin" / "python"
+    checkpoints = sorted((JOEY_ROOT / "model").glob("*.ckpt"))
+    if not python.exists() or not checkpoints:
+        return {"beam": beam, "skipped": "no Joey NMT checkpoint (run.sh must train past step 450)"}
+    config_text = (JOEY_SCRIPT.parent / "rnn_en_de.yaml").read_text()
+    config_text = re.sub(r"beam_size: \d+", f"beam_size: {beam}", config_text)
+    config = Path(tempfile.mkdtemp()) / "joey.yaml"
+    config.write_text(config_text)
+    best = JOEY_ROOT / "model" / "best.ckpt"
+    checkpoint = best if best.exists() else checkpoints[-1]
+
+    def timed(lines: list[str]) -> tuple[float, list[str]]:
+        started = time.perf_counter()
+        completed = subprocess.run(
+            [str(python), "-m", "joeynmt", "translate", str(config), "--ckpt", str(checkpoint)],
+            input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=JOEY_ROOT, check=True)
+        return time.perf_counter() - started, completed.stdout.splitlines()
+
+    startup, _ = timed(sources[:1])
+    total, outputs = timed(sources)
+    seconds = max(total - startup, 1e-9)
+    return {"beam": beam, "sentences_per_second": round(len(sources) / seconds, 1),
+            "startup_seconds": round(startup, 1), "checkpoint": checkpoint.name, "outputs": outputs}
+
+
+def bleu(outputs: list[str], references: list[str]) -> float | None:
+    from attnmt.evaluate import score_corpus
+
+    if len(outputs) != len(references):
+        return None
+    return round(score_corpus(outputs, references, metrics=("bleu",))[0].value, 2)
+
+
+def search_name(beam: int) -> str:
+    return "greedy" if beam == 1 else f"beam {beam}"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads. "
+             f"Command: `{report['command']}`", "",
+             "Matrix multiply (2048², GFLOP/s): " + ", ".join(f"{k} {v}" for k, v in report["matmul_gflops"].items()),
+             "", "| training | batch | target tokens/s | × Joey | GFLOP/s | of fp32 peak | of bf16 peak |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    joey = report.get("joey", {})
+    if joey.get("tokens_per_second"):
+        flops = report["joey_flops_per_target_token"]
+        lines.append(f"| Joey NMT 2.3.0 (input feeding, fp32) | 64 sentences | {joey['tokens_per_second']} | 1.00 | "
+                     f"{joey['tokens_per_second'] * flops / 1e9:.1f} | "
+                     f"{joey['tokens_per_second'] * flops / 1e9 / report['ceiling_fp32']:.0%} | |")
+    for r in report["train"]:
+        ratio = report.get("ratios", {}).get("train", {}).get(r["name"])
+        lines.append(f"| attnmt, input feeding {'on' if r['input_feeding'] else 'off'}, {r['precision']} | "
+                     f"{r['batch_tokens']} tokens ({r['sentences_per_batch']:.0f} sentences) | {r['tokens_per_second']} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}'} | {r['gflops']:.1f} | {r['fraction_of_fp32_peak']:.0%} | "
+                     f"{r['fraction_of_bf16_peak']:.0%} |")
+    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | target tokens/s | BLEU |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for d in report.get("joey_decode", []):
+        if "sentences_per_second" in d:
+            lines.append(f"| Joey NMT, {search_name(d['beam'])} | "
+                         f"{d['sentences_per_second']} | 1.00 | | {d.get('bleu')} |")
+    for d in report["decode"]:
+        key = f"beam{d['beam']}{'-int8' if d['int8'] else ''}"
+        ratio = report.get("ratios", {}).get("decode", {}).get(key)
+        lines.append(f"| attnmt, {search_name(d['beam'])}{', int8' if d['int8'] else ''} | "
+                     f"{d['sentences_per_second']} | {'' if ratio is None else f'{ratio:.2f}'} | "
+                     f"{d['target_tokens_per_second']} | {d['bleu']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
+    parser.add_argument("--train-seconds", type=float, default=180)
+    parser.add_argument("--joey-seconds", type=int, default=900, help="Joey's first checkpoint comes at step 450")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip-joey", action="store_true")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attnmt-speed")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "speed.json")
+    args = parser.parse_args()
+    if not (args.data / "train.en.gz").exists():
+        sys.exit(f"Multi30k not found in {args.data} (set ATTNMT_DATA)")
+    from attnmt.config import load_config
+    from attnmt.data.batching import token_batches
+    from attnmt.data.corpus import read_lines
+    from attnmt.model import Seq2Seq
+    from attnmt.prepare import prepare_data
+
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    report: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+                                "threads": args.threads},
+                    "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
+    report["matmul_gflops"] = {f"{name}, {threads} thread{'s' if threads > 1 else ''}":
+                               round(matmul_gflops(threads, dtype), 1)
+                               for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+                               for threads in sorted({1, args.threads})}
+    report["ceiling_fp32"] = report["matmul_gflops"][f"fp32, {args.threads} thread{'s' if args.threads > 1 else ''}"]
+    report["ceiling_bf16"] = report["matmul_gflops"][f"bf16, {args.threads} thread{'s' if args.threads > 1 else ''}"]
+    print("matmul GFLOP/s:", report["matmul_gflops"], flush=True)
+
+    # The data once, to size the batches like Joey's and to count source tokens per target token.
+    probe = attnmt_config(args.data, True, "fp32", args.threads, 1, 1000)
+    data = prepare_data(probe, args.work / "probe", log=lambda message: None)
+    src_per_trg = (sum(data.train_src_lengths) + len(data.train_src)) / (sum(data.train_trg_lengths) + len(data.train_trg))
+    joey_batch = batch_tokens_for(data, JOEY_BATCH_SENTENCES)
+    report["src_tokens_per_trg_token"] = round(src_per_trg, 3)
+    vocab = data.src_tokenizer.vocab_size
+
+    report["joey"] = {"skipped": "--skip-joey"} if args.skip_joey else run_joey(args.joey_seconds)
+    print("joey training:", {k: v for k, v in report["joey"].items() if k != "log_tail"}, flush=True)
+    joey_model = Seq2Seq.from_config(probe.model, vocab, vocab)
+    report["joey_flops_per_target_token"] = train_flops_per_target_token(joey_model, src_per_trg)
+    sources = read_lines(args.data / "test_2016_flickr.en.gz")
+    references = read_lines(args.data / "test_2016_flickr.de.gz")
+    report["joey_decode"] = []
+    if not args.skip_joey:
+        for beam in (1, 5):
+            result = decode_joey(sources, beam)
+            if "outputs" in result:
+                result["bleu"] = bleu(result.pop("outputs"), references)
+            report["joey_decode"].append(result)
+            print("joey decoding:", result, flush=True)
+
+    runs = [("feed-fp32", True, "fp32", joey_batch), ("nofeed-fp32", False, "fp32", joey_batch),
+            ("feed-bf16", True, "bf16", joey_batch), ("nofeed-bf16", False, "bf16", joey_batch),
+            ("feed-bf16-2000", True, "bf16", 2000)]
+    report["train"] = []
+    for name, input_feeding, precision, batch_tokens in runs:
+        result = train_attnmt(args.data, args.work, name, input_feeding, precision, args.threads, args.train_seconds,
+                              batch_tokens)
+        config = load_config(Path(result["model_dir"]) / "config.yaml")
+        model = Seq2Seq.from_config(config.model, vocab, vocab)
+        flops = train_flops_per_target_token(model, src_per_trg)
+        batches = token_batches(data.train_src_lengths, data.train_trg_lengths, batch_tokens, shuffle=True, seed=1, epoch=0)
+        result.update(flops_per_target_token=round(flops / 1e6, 1),
+                      sentences_per_batch=len(data.train_src) / len(batches),
+                      gflops=result["tokens_per_second"] * flops / 1e9)
+        result["fraction_of_fp32_peak"] = result["gflops"] / report["ceiling_fp32"]
+        result["fraction_of_bf16_peak"] = result["gflops"] / report["ceiling_bf16"]
+        report["train"].append(result)
+        print("attnmt training:", result, flush=True)
+
+    model_dir = Path(report["train"][0]["model_dir"])  # fp32, input feeding: about one epoch, like Joey's checkpoint
+    report["decode"] = []
+    for beam in (1, 5):
+        for quantize in (False, True):
+            result = decode_attnmt(model_dir, sources, beam, args.threads, quantize)
+            result["bleu"] = bleu(result.pop("outputs"), references)
+            report["decode"].append(result)
+            print("attnmt decoding:", result, flush=True)
+
+    joey_rate = report["joey"].get("tokens_per_second")
+    if joey_rate:
+        report["ratios"] = {"train": {r["name"]: round(r["tokens_per_second"] / joey_rate, 2) for r in report["train"]}}
+        joey_decode = {d["beam"]: d.get("sentences_per_second") for d in report["joey_decode"]}
+        report["ratios"]["decode"] = {f"beam{d['beam']}{'-int8' if d['int8'] else ''}":
+                                      round(d["sentences_per_second"] / joey_decode[d["beam"]], 2)
+                                      for d in report["decode"] if joey_decode.get(d["beam"])}
+        print("ratios:", json.dumps(report["ratios"], indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"written {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
