@@ -26,6 +26,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", "-i", type=Path, help="input file (plain or .gz); default stdin")
     p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
     _add_search_options(p)
+    _add_precision_option(p)
     p.add_argument("--n-best", type=int, default=1,
                    help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...'")
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
@@ -36,6 +37,12 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy); default from the model's config")
     p.add_argument("--length-penalty", type=float, default=None, help="GNMT length penalty alpha")
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["fp32", "bf16", "int8"], default="fp32",
+                   help="fp32 (default); bf16: matrix products in bfloat16 (CPUs with AVX-512 BF16, recent GPUs); "
+                        "int8: int8 weights, CPU only (speed and BLEU: docs/performance.md)")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +64,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="a bucket with fewer sentences joins the next longer one (default 20)")
     p.add_argument("--plot", type=Path, help="with --by-length: draw the scores by length here (PNG or SVG)")
     _add_search_options(p)
+    _add_precision_option(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -107,6 +115,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-texts", type=int, default=32, help="texts per request (default 32)")
     p.add_argument("--max-beam", type=int, default=16, help="largest beam and n-best size (default 16)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    _add_precision_option(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.set_defaults(run=_run_serve)
@@ -163,7 +172,7 @@ def _run_translate(args: argparse.Namespace) -> int:
     from attnmt.translator import Translator
 
     lines = _read_input(args.input, args.encoding_errors)
-    translator = Translator.load(args.model_dir)
+    translator = Translator.load(args.model_dir, precision=args.precision)
     results = translator.translate_n_best(lines, beam=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
     if args.n_best > 1:
         out_lines = [" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) for n_best in results]
@@ -200,7 +209,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     for model_dir in args.model or []:
         from attnmt.translator import Translator
 
-        translations = Translator.load(model_dir).translate(sources, beam=args.beam, length_penalty=args.length_penalty)
+        translator = Translator.load(model_dir, precision=args.precision)
+        translations = translator.translate(sources, beam=args.beam, length_penalty=args.length_penalty)
         systems.append((str(model_dir), [t.text for t in translations]))
         if args.output is not None:
             _write_lines(systems[-1][1], args.output)
@@ -289,7 +299,8 @@ def _run_serve(args: argparse.Namespace) -> int:
                              max_batch_texts=args.max_batch, timeout=args.timeout)
     _log(f"attnmt serve: {args.model_dir} on http://{args.host}:{args.port}/ "
          f"(micro-batching {'on' if args.batching else 'off'})")
-    run_server(args.model_dir, args.host, args.port, settings, device=args.device, access_log=args.access_log)
+    run_server(args.model_dir, args.host, args.port, settings, device=args.device, precision=args.precision,
+               access_log=args.access_log)
     return 0
 
 

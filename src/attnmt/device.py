@@ -14,10 +14,12 @@ gradients scaled back before clipping (``torch.amp.GradScaler``); bf16 needs no 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 from typing import ContextManager
 
 import torch
+from torch import nn
 
 from attnmt.config import ConfigError
 
@@ -89,6 +91,35 @@ class MixedPrecision:
         return cls(precision, device, torch.amp.GradScaler(scaler_device, enabled=precision == "fp16"))
 
     def autocast(self) -> ContextManager:
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.precision])
+        return autocast(self.precision, self.device)
+
+
+def autocast(precision: str, device: torch.device) -> ContextManager:
+    """``torch.autocast`` to bf16 or fp16 on ``device``; a null context for fp32 and int8."""
+    if precision not in _DTYPES:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+INFERENCE_PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def check_inference_precision(precision: str, device: torch.device) -> None:
+    """Translation runs in fp32, under bf16 autocast, or (on a CPU) with int8 weights; ConfigError otherwise."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}; got {precision!r}")
+    if precision == "int8" and device.type != "cpu":
+        raise ConfigError(f"int8 (dynamic quantization) runs on the CPU only, not on {device}; use bf16 there")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"the GPU {torch.cuda.get_device_name(device)} has no bfloat16; use fp32")
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose linear and recurrent layers hold int8 weights (PyTorch dynamic
+    quantization: activations are quantized on the fly, per batch), for faster decoding on CPUs."""
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated in favour of the torchao package, but still the only
+        # int8 path for nn.GRU and nn.LSTM that ships with PyTorch itself.
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)

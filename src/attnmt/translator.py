@@ -24,6 +24,7 @@ from attnmt.data.batching import collate, sentence_batches
 from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE, UNK_ID
+from attnmt.device import autocast, check_inference_precision, quantize_int8
 from attnmt.model import Seq2Seq
 from attnmt.search import Hypothesis, beam_search, greedy_search
 from attnmt.segment import WORD_START, join_n_best, split_points
@@ -122,15 +123,22 @@ class Translator:
         src_tokenizer: SubwordTokenizer,
         trg_tokenizer: SubwordTokenizer,
         device: torch.device | str = "cpu",
+        precision: str = "fp32",
     ) -> None:
-        self.model = model.to(device).eval()
+        """precision: ``fp32``; ``bf16``, matrix products under bfloat16 autocast; or ``int8``, weights of
+        the linear and recurrent layers quantized (CPU only). See docs/performance.md for their speed
+        and BLEU."""
+        self.device = torch.device(device)
+        check_inference_precision(precision, self.device)
+        model = model.to(self.device).eval()
+        self.model = quantize_int8(model) if precision == "int8" else model
+        self.precision = precision
         self.config = config
         self.src_tokenizer = src_tokenizer
         self.trg_tokenizer = trg_tokenizer
-        self.device = torch.device(device)
 
     @classmethod
-    def load(cls, model_dir: Path | str, device: torch.device | str = "cpu") -> "Translator":
+    def load(cls, model_dir: Path | str, device: torch.device | str = "cpu", precision: str = "fp32") -> "Translator":
         """Load a model directory (safetensors + YAML + SentencePiece; never a pickle)."""
         model_dir = Path(model_dir)
         config = load_config_file(model_dir)
@@ -145,17 +153,7 @@ class Translator:
         if not weights.exists():
             raise CheckpointError(f"{model_dir} lacks its weights {WEIGHTS_FILE}")
         load_weights(model, weights)
-        return cls(model, config, src_tokenizer, trg_tokenizer, device)
-
-    def quantize_dynamic(self) -> "Translator":
-        """int8 weights for the linear and recurrent layers (PyTorch dynamic quantization), for faster
-        decoding on a CPU. Activations stay float; check BLEU on your data (docs/performance.md)."""
-        if self.device.type != "cpu":
-            raise ValueError("dynamic int8 quantization runs on the CPU only")
-        self.model = torch.ao.quantization.quantize_dynamic(
-            self.model, {torch.nn.Linear, torch.nn.GRU, torch.nn.LSTM}, dtype=torch.qint8
-        )
-        return self
+        return cls(model, config, src_tokenizer, trg_tokenizer, device, precision)
 
     def translate(
         self, texts: Sequence[str], beam: int | None = None, length_penalty: float | None = None
@@ -182,8 +180,9 @@ class Translator:
         src_ids = self.src_tokenizer.encode_batch(cleaned)
         wanted = [i for i, text in enumerate(cleaned) if text]
         spans = [(i, start, end) for i in wanted for start, end in self._input_spans(src_ids[i], decode)]
-        found = decode_ids(self.model, [src_ids[i][start:end] for i, start, end in spans], decode, beam_size,
-                           n_best, self.device)
+        with autocast(self.precision, self.device):
+            found = decode_ids(self.model, [src_ids[i][start:end] for i, start, end in spans], decode, beam_size,
+                               n_best, self.device)
         parts: dict[int, list[list[Hypothesis]]] = {}
         for (i, _, _), hypotheses in zip(spans, found):
             parts.setdefault(i, []).append(hypotheses)
@@ -210,8 +209,9 @@ class Translator:
         trg_words = [target.split() for target in targets]
         src_pieces = [self.src_tokenizer.encode_batch([clean_line(w) for w in words]) for words in src_words]
         trg_pieces = [self.trg_tokenizer.encode_batch([clean_line(w) for w in words]) for words in trg_words]
-        attention = forced_attention(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
-                                     self.config.decode.batch_size, self.device)
+        with autocast(self.precision, self.device):
+            attention = forced_attention(self.model, [_concat(p) for p in src_pieces],
+                                         [_concat(p) for p in trg_pieces], self.config.decode.batch_size, self.device)
         alignments = []
         for matrix, src, trg, src_ids, trg_ids in zip(attention, src_words, trg_words, src_pieces, trg_pieces):
             words = merge_groups(matrix, _piece_groups(src_ids), _piece_groups(trg_ids))  # (trg+1, src+1)

@@ -90,7 +90,8 @@ class Seq2Seq(nn.Module):
         """
         embedded = self.decoder.embedding(prev_tokens)  # (batch, emb)
         attentional, state, weights = self.decoder.step(embedded, state, memory)
-        log_probs = torch.log_softmax(self.output_layer(attentional), dim=-1)  # (batch, trg_vocab)
+        logits = self.output_layer(attentional).float()  # (batch, trg_vocab); fp32 under autocast too
+        log_probs = torch.log_softmax(logits, dim=-1)  # (batch, trg_vocab)
         return log_probs, state, weights
 
     def forward(

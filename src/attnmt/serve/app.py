@@ -201,10 +201,11 @@ def run_server(
     settings: ServeSettings = ServeSettings(),
     device: str = "cpu",
     access_log: bool = True,
+    precision: str = "fp32",
 ) -> None:
     """Load a model directory and serve it until interrupted."""
     import uvicorn
 
-    translator = Translator.load(model_dir, device=device)
+    translator = Translator.load(model_dir, device=device, precision=precision)
     app = create_app(translator, settings, model_name=Path(model_dir).resolve().name)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
