@@ -1,0 +1,151 @@
+"""Multi30k benchmark: train a config for a time budget, then score test_2016_flickr.
+
+    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --budget 60m --out docs/results/en_de
+
+Writes ``result.json`` and ``result.md`` in --out: parameters, training target tokens/s, seconds per
+epoch, validation BLEU against elapsed time, test BLEU greedy and beam 5 (sacreBLEU cased 13a and
+lowercased, with signatures), decoding sentences/s greedy and beam 5, peak RSS. A benchmark, not a
+test: figures depend on the machine; the machine is written into the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def test_scores(translator, sources: list[str], references: list[str], beam: int) -> dict:
+    from attnmt.evaluate import score_corpus
+
+    started = time.perf_counter()
+    outputs = [t.text for t in translator.translate(sources, beam=beam)]
+    seconds = time.perf_counter() - started
+    cased = score_corpus(outputs, references, metrics=("bleu", "chrf"))
+    lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
+    return {
+        "beam": beam,
+        "bleu": round(cased[0].value, 2), "bleu_signature": cased[0].signature,
+        "bleu_lowercased": round(lowercased.value, 2), "bleu_lowercased_signature": lowercased.signature,
+        "chrf": round(cased[1].value, 2), "chrf_signature": cased[1].signature,
+        "sentences_per_second": round(len(sources) / seconds, 1),
+        "examples": outputs[:3],
+    }
+
+
+def summarise(model_dir: Path, train_result, config) -> dict:
+    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    windows = [e for e in events if e["event"] == "train"]
+    rates = [e["tokens_per_second"] for e in windows[1:]] or [e["tokens_per_second"] for e in windows]
+    validations = [{"step": e["step"], "elapsed_s": round(e["elapsed"]), "bleu": round(e["bleu"], 2)}
+                   for e in events if e["event"] == "valid"]
+    last_epoch = max((e.get("epoch", 1) for e in windows), default=1)
+    return {
+        "steps": train_result.steps,
+        "train_seconds": round(train_result.elapsed_seconds),
+        "stop_reason": train_result.stop_reason,
+        "tokens_per_second": round(statistics.median(rates)) if rates else None,
+        "seconds_per_epoch": round(train_result.elapsed_seconds / max(last_epoch, 1)) if last_epoch > 1 else None,
+        "epochs_started": last_epoch,
+        "validation": validations,
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"### {result['direction']} — {result['budget']} budget",
+        "",
+        f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {result['machine']['torch']}, "
+        f"{result['machine']['threads']} threads. Command: `{result['command']}`",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| parameters | {result['parameters']:,} |",
+        f"| training target tokens/s | {result['train']['tokens_per_second']} |",
+        f"| seconds per epoch | {result['train']['seconds_per_epoch']} |",
+        f"| steps / training seconds | {result['train']['steps']} / {result['train']['train_seconds']} |",
+    ]
+    for test in result["test_2016_flickr"]:
+        name = "greedy" if test["beam"] == 1 else f"beam {test['beam']}"
+        lines += [
+            f"| test_2016_flickr BLEU {name}, cased | {test['bleu']} |",
+            f"| test_2016_flickr BLEU {name}, lowercased | {test['bleu_lowercased']} |",
+            f"| test_2016_flickr chrF2 {name} | {test['chrf']} |",
+            f"| decoding sentences/s {name} | {test['sentences_per_second']} |",
+        ]
+    lines += [f"| peak RSS | {result['peak_rss_mib']:.0f} MiB |", ""]
+    signatures = result["test_2016_flickr"][-1]
+    lines += [f"Signatures: BLEU `{signatures['bleu_signature']}`; lowercased `{signatures['bleu_lowercased_signature']}`; "
+              f"chrF `{signatures['chrf_signature']}`.", ""]
+    lines += ["Validation BLEU (greedy, cased) against elapsed training time:", "",
+              "| step | elapsed s | BLEU |", "| --- | --- | --- |"]
+    lines += [f"| {v['step']} | {v['elapsed_s']} | {v['bleu']} |" for v in result["train"]["validation"]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--budget", default=None, help="train.max_time, e.g. 60m (default: the config's)")
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+
+    import torch
+
+    from attnmt.config import load_config
+    from attnmt.data.corpus import read_lines
+    from attnmt.train import train
+    from attnmt.translator import Translator
+
+    overrides = [f"data.train={args.data}/train", f"data.valid={args.data}/val", *args.overrides]
+    if args.budget:
+        overrides.append(f"train.max_time={args.budget}")
+    config = load_config(args.config, overrides)
+    src, trg = config.data.src_lang, config.data.trg_lang
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir = args.out / "model"
+    train_result = train(config, model_dir, overwrite=True, progress=False)
+
+    translator = Translator.load(model_dir)
+    sources = read_lines(args.data / f"test_2016_flickr.{src}.gz")
+    references = read_lines(args.data / f"test_2016_flickr.{trg}.gz")
+    result = {
+        "direction": f"{src}→{trg}",
+        "budget": f"{config.train.max_time / 60:.0f} min",
+        "command": f"python benchmarks/multi30k.py {args.config} --budget {args.budget or config.train.max_time} "
+                   f"--out {args.out}" + "".join(f" --set {o}" for o in args.overrides),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads()},
+        "parameters": translator.model.num_parameters(),
+        "train": summarise(model_dir, train_result, config),
+        "test_2016_flickr": [test_scores(translator, sources, references, beam) for beam in (1, 5)],
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    (args.out / "result.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    (args.out / "result.md").write_text(markdown(result), encoding="utf-8")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
