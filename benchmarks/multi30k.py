@@ -1,6 +1,8 @@
 """Multi30k benchmark: train a config for a time budget, then score test_2016_flickr.
 
-    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --budget 60m --out docs/results/en_de
+    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --budget 60m --out runs/multi30k/en_de
+    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --out runs/multi30k/en_de --evaluate-only \
+        --precisions fp32,bf16,int8        # score the trained model again, decoding in three precisions
 
 Writes ``result.json`` and ``result.md`` in --out: parameters, training target tokens/s, seconds per
 epoch, validation BLEU against elapsed time, test BLEU greedy and beam 5 (sacreBLEU cased 13a and
@@ -16,6 +18,7 @@ import os
 import platform
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +39,7 @@ def peak_rss_mib() -> float:
 def test_scores(translator, sources: list[str], references: list[str], beam: int) -> dict:
     from attnmt.evaluate import score_corpus
 
+    translator.translate(sources[:32], beam=beam)  # warm-up
     started = time.perf_counter()
     outputs = [t.text for t in translator.translate(sources, beam=beam)]
     seconds = time.perf_counter() - started
@@ -43,6 +47,7 @@ def test_scores(translator, sources: list[str], references: list[str], beam: int
     lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
     return {
         "beam": beam,
+        "precision": translator.precision,
         "bleu": round(cased[0].value, 2), "bleu_signature": cased[0].signature,
         "bleu_lowercased": round(lowercased.value, 2), "bleu_lowercased_signature": lowercased.signature,
         "chrf": round(cased[1].value, 2), "chrf_signature": cased[1].signature,
@@ -51,19 +56,21 @@ def test_scores(translator, sources: list[str], references: list[str], beam: int
     }
 
 
-def summarise(model_dir: Path, train_result, config) -> dict:
+def summarise(model_dir: Path) -> dict:
+    """Training figures from the run's metrics log."""
     events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    stop = [e for e in events if e["event"] == "stop"][-1]
     windows = [e for e in events if e["event"] == "train"]
     rates = [e["tokens_per_second"] for e in windows[1:]] or [e["tokens_per_second"] for e in windows]
     validations = [{"step": e["step"], "elapsed_s": round(e["elapsed"]), "bleu": round(e["bleu"], 2)}
                    for e in events if e["event"] == "valid"]
     last_epoch = max((e.get("epoch", 1) for e in windows), default=1)
     return {
-        "steps": train_result.steps,
-        "train_seconds": round(train_result.elapsed_seconds),
-        "stop_reason": train_result.stop_reason,
+        "steps": stop["step"],
+        "train_seconds": round(stop["elapsed"]),
+        "stop_reason": stop["reason"],
         "tokens_per_second": round(statistics.median(rates)) if rates else None,
-        "seconds_per_epoch": round(train_result.elapsed_seconds / max(last_epoch, 1)) if last_epoch > 1 else None,
+        "seconds_per_epoch": round(stop["elapsed"] / max(last_epoch, 1)) if last_epoch > 1 else None,
         "epochs_started": last_epoch,
         "validation": validations,
     }
@@ -85,13 +92,15 @@ def markdown(result: dict) -> str:
     ]
     for test in result["test_2016_flickr"]:
         name = "greedy" if test["beam"] == 1 else f"beam {test['beam']}"
+        if test["precision"] != "fp32":
+            name += f", {test['precision']}"
         lines += [
             f"| test_2016_flickr BLEU {name}, cased | {test['bleu']} |",
             f"| test_2016_flickr BLEU {name}, lowercased | {test['bleu_lowercased']} |",
             f"| test_2016_flickr chrF2 {name} | {test['chrf']} |",
             f"| decoding sentences/s {name} | {test['sentences_per_second']} |",
         ]
-    lines += [f"| peak RSS | {result['peak_rss_mib']:.0f} MiB |", ""]
+    lines += [f"| peak RSS (training and decoding) | {result['peak_rss_mib']:.0f} MiB |", ""]
     signatures = result["test_2016_flickr"][-1]
     lines += [f"Signatures: BLEU `{signatures['bleu_signature']}`; lowercased `{signatures['bleu_lowercased_signature']}`; "
               f"chrF `{signatures['chrf_signature']}`.", ""]
@@ -109,6 +118,8 @@ def main() -> None:
                         default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--evaluate-only", action="store_true", help="score the model already in --out/model")
+    parser.add_argument("--precisions", default="fp32", help="decoding precisions to score, e.g. fp32,bf16,int8")
     args = parser.parse_args()
 
     import torch
@@ -125,22 +136,32 @@ def main() -> None:
     src, trg = config.data.src_lang, config.data.trg_lang
     args.out.mkdir(parents=True, exist_ok=True)
     model_dir = args.out / "model"
-    train_result = train(config, model_dir, overwrite=True, progress=False)
+    previous = json.loads((args.out / "result.json").read_text()) if (args.out / "result.json").exists() else {}
+    if not args.evaluate_only:
+        train(config, model_dir, overwrite=True, progress=False)
+        previous = {}
+    config = load_config(model_dir / "config.yaml")  # what the model was trained with
 
-    translator = Translator.load(model_dir)
     sources = read_lines(args.data / f"test_2016_flickr.{src}.gz")
     references = read_lines(args.data / f"test_2016_flickr.{trg}.gz")
+    parameters = Translator.load(model_dir).model.num_parameters()
+    tests = []
+    for precision in args.precisions.split(","):
+        translator = Translator.load(model_dir, precision=precision)
+        tests += [test_scores(translator, sources, references, beam) for beam in (1, 5)]
+    command = (f"python benchmarks/multi30k.py {args.config} --budget {args.budget or config.train.max_time} "
+               f"--out {args.out}" + "".join(f" --set {o}" for o in args.overrides))
     result = {
         "direction": f"{src}→{trg}",
         "budget": f"{config.train.max_time / 60:.0f} min",
-        "command": f"python benchmarks/multi30k.py {args.config} --budget {args.budget or config.train.max_time} "
-                   f"--out {args.out}" + "".join(f" --set {o}" for o in args.overrides),
+        "command": previous.get("command", command),
+        "evaluate_command": "python benchmarks/multi30k.py " + " ".join(sys.argv[1:]) if args.evaluate_only else None,
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
                     "threads": torch.get_num_threads()},
-        "parameters": translator.model.num_parameters(),
-        "train": summarise(model_dir, train_result, config),
-        "test_2016_flickr": [test_scores(translator, sources, references, beam) for beam in (1, 5)],
-        "peak_rss_mib": peak_rss_mib(),
+        "parameters": parameters,
+        "train": summarise(model_dir),
+        "test_2016_flickr": tests,
+        "peak_rss_mib": max(peak_rss_mib(), previous.get("peak_rss_mib", 0.0)),
     }
     (args.out / "result.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
     (args.out / "result.md").write_text(markdown(result), encoding="utf-8")
