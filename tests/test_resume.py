@@ -35,6 +35,7 @@ from attnmt.checkpoint import (
     save_trainer_state,
 )
 from attnmt.config import ModelConfig
+from attnmt.data.corpus import CorpusError
 from attnmt.model import Seq2Seq
 from attnmt.train import TrainingError, train
 from attnmt.translator import Translator
@@ -277,6 +278,28 @@ def test_overwrite_discards_the_old_runs_files(tmp_path, trained_dir, corpus):
     assert len(events(model_dir, "stop")) == 1  # the old run's metrics are gone
     assert not previous_path(model_dir / TRAINER_STATE_FILE).exists()  # so is its previous checkpoint
     assert Translator.load(model_dir).config.model.hidden_size == 48  # config and weights of the new run
+
+
+def test_overwrite_with_bad_data_fails_before_the_old_model_is_touched(tmp_path, trained_dir):
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_dir, model_dir)
+    before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
+    sentences = ["one two three", "four five", "ten nine eight seven"]
+    translations = [t.text for t in Translator.load(model_dir).translate(sentences, beam=2)]
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=30)
+    (tmp_path / "data" / "train.de").write_text("eins\nzwei\n", encoding="utf-8")  # 2 lines against 30
+
+    with pytest.raises(CorpusError) as error:
+        train(toy_config(train_prefix, valid_prefix, max_steps=4), model_dir, overwrite=True, progress=False,
+              log=quiet)
+    message = str(error.value)
+    assert f"{train_prefix}.en has 30 lines" in message and f"{train_prefix}.de has 2 lines" in message
+    with pytest.raises(CorpusError, match="nowhere"):  # a typo in a path
+        train(toy_config(str(tmp_path / "nowhere"), valid_prefix, max_steps=4), model_dir, overwrite=True,
+              progress=False, log=quiet)
+
+    assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
+    assert [t.text for t in Translator.load(model_dir).translate(sentences, beam=2)] == translations
 
 
 # ---- a full disk ----------------------------------------------------------------------------------

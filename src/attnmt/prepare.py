@@ -1,5 +1,6 @@
-"""Turn the configured corpora into token ids: read and check the files, train (or reuse) the
-SentencePiece models, encode, and drop the pairs training cannot use, counting each reason."""
+"""Turn the configured corpora into token ids: read and check the files (``read_corpora``), train
+(or reuse) the SentencePiece models, encode, and drop the pairs training cannot use, counting each
+reason (``prepare_data``)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,26 @@ def read_split(config: Config, name: str) -> ParallelCorpus:
     return read_parallel(spec, config.data.src_lang, config.data.trg_lang, config.data.encoding_errors)
 
 
+@dataclass
+class Corpora:
+    """The training and validation text, read and checked, before any tokenizer sees it."""
+
+    train: ParallelCorpus
+    valid: ParallelCorpus
+
+
+def read_corpora(config: Config) -> Corpora:
+    """Read the training and validation splits and check them (files found, parallel files of equal
+    length, valid UTF-8, some usable training pair): everything about the data that can be wrong
+    before a tokenizer is trained. Raises CorpusError naming the file."""
+    train = read_split(config, "train")
+    valid = read_split(config, "valid")
+    if not any(s and t for s, t in zip(train.src, train.trg)):
+        raise CorpusError(f"no usable training pairs in {train.description}: "
+                          f"all {len(train.src)} lines are empty")
+    return Corpora(train, valid)
+
+
 def train_tokenizers(config: Config, corpus: ParallelCorpus, model_dir: Path) -> tuple[SubwordTokenizer, SubwordTokenizer]:
     """SentencePiece on the training text: one joint model, or one per language."""
     vocab = config.vocab
@@ -70,12 +91,14 @@ def load_tokenizers(config: Config, model_dir: Path) -> tuple[SubwordTokenizer, 
     return src, src if trg_path == src_path else SubwordTokenizer.load(trg_path)
 
 
-def prepare_data(config: Config, model_dir: Path, reuse_tokenizers: bool = False, log=print) -> PreparedData:
-    train = read_split(config, "train")
-    valid = read_split(config, "valid")
+def prepare_data(config: Config, model_dir: Path, reuse_tokenizers: bool = False, log=print,
+                 corpora: Corpora | None = None) -> PreparedData:
+    """Token ids of the corpora (``corpora``, or read now with ``read_corpora``), with tokenizers
+    trained into ``model_dir`` or, with ``reuse_tokenizers``, loaded from it."""
+    if corpora is None:
+        corpora = read_corpora(config)
+    train, valid = corpora.train, corpora.valid
     log(f"train: {train.description}, {len(train.src)} pairs; valid: {valid.description}, {len(valid.src)} pairs")
-    if not any(s and t for s, t in zip(train.src, train.trg)):
-        raise CorpusError(f"no usable training pairs in {train.description}: all {len(train.src)} lines are empty")
     if reuse_tokenizers:
         src_tok, trg_tok = load_tokenizers(config, model_dir)
     else:

@@ -46,7 +46,7 @@ from attnmt.distributed import Worker, start_worker, step_groups, stop_worker
 from attnmt.evaluate import score_corpus
 from attnmt.metrics_log import MetricsLog
 from attnmt.model import Seq2Seq
-from attnmt.prepare import PreparedData, prepare_data
+from attnmt.prepare import Corpora, PreparedData, prepare_data, read_corpora
 from attnmt.translator import decode_ids
 
 MAX_NONFINITE_IN_A_ROW = 20  # skipped steps (non-finite loss or gradient) in a row before training gives up
@@ -130,7 +130,10 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
     _check_model_dir(model_dir, resume, overwrite)
     if resume:
         _check_same_model(config, model_dir)
-    worker.barrier()  # every process has looked at model_dir before the main one changes it
+    # Every process reads and checks the data before anything in model_dir is removed: a wrong path or
+    # parallel files of different lengths must leave the model that --overwrite would replace intact.
+    corpora = read_corpora(config)
+    worker.barrier()  # every process has looked at model_dir and the data before the main one changes it
     if worker.is_main:
         model_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
@@ -140,7 +143,7 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
         torch.set_num_threads(train_cfg.num_threads)
     seed_everything(train_cfg.seed + worker.rank)  # dropout differs between processes; DDP copies rank 0's weights
 
-    data = _prepare_data(worker, config, model_dir, resume, log)
+    data = _prepare_data(worker, config, corpora, model_dir, resume, log)
     if worker.is_main and not resume:
         atomic_write_text(model_dir / CONFIG_FILE, config.to_yaml())
     model = Seq2Seq.from_config(config.model, data.src_tokenizer.vocab_size, data.trg_tokenizer.vocab_size)
@@ -310,16 +313,19 @@ def _where(worker: Worker) -> str:
     return f"on {worker.world_size} processes ({backend}; the main one on {worker.device})"
 
 
-def _prepare_data(worker: Worker, config: Config, model_dir: Path, resume: bool, log) -> PreparedData:
+def _prepare_data(worker: Worker, config: Config, corpora: Corpora, model_dir: Path, resume: bool,
+                  log) -> PreparedData:
     """The main process trains the tokenizers (unless resuming); the others wait, then load them."""
-    data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log) if worker.is_main else None
+    data = None
+    if worker.is_main:
+        data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log, corpora=corpora)
     worker.barrier()
     if data is None:
         for path in set(tokenizer_files(model_dir, config.vocab.joint)):
             if not path.is_file():
                 raise TrainingError(f"process {worker.rank} cannot see {path}, which the main process wrote: on "
                                     "several machines, --model-dir must be on a file system that all of them share")
-        data = prepare_data(config, model_dir, reuse_tokenizers=True, log=log)
+        data = prepare_data(config, model_dir, reuse_tokenizers=True, log=log, corpora=corpora)
     return data
 
 
