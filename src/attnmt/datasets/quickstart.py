@@ -55,11 +55,11 @@ class QuickstartReport:
 
 
 def month_attention_mass(attention: np.ndarray, src_words: list[str], trg_chars: list[str], month_word: str) -> float:
-    """Mean attention that the month digits of an ISO date (the pieces between its two dashes)
-    give to the source word containing ``month_word``."""
+    """Mean attention that the month digits of an ISO date (the pieces between its first two dashes)
+    give to the source word containing ``month_word``; 0 when the output has no month digits."""
     column = next(i for i, word in enumerate(src_words) if month_word.lower() in word.lower())
     dashes = [i for i, piece in enumerate(trg_chars) if piece == "-"]
-    if len(dashes) < 2:
+    if len(dashes) < 2 or dashes[1] == dashes[0] + 1:  # e.g. "2009--25" from a barely trained model
         return 0.0
     return float(attention[dashes[0] + 1 : dashes[1], column].mean())
 
