@@ -3,7 +3,8 @@
 Dates written by people in several languages and styles ("25 juin 2009", "Donnerstag, 25. Juni
 2009", "25.06.09") are translated to ISO dates ("2009-06-25") by a character-level attention model.
 The task is small enough to train on a laptop CPU and transparent enough that the attention heatmap
-shows the alignment a person expects: the month digits look at the month word.
+shows the alignment a person expects: the month digits look at the month word. docs/quickstart.md
+says what it does and what its numbers mean.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ HEATMAP_SENTENCE = "Donnerstag, 25. Juni 2009"
 
 
 def quickstart_config(data_dir: Path, seed: int, max_time: float) -> Config:
-    """A small character-level model (0.87 M parameters). One torch thread: for a model this small a
-    second intra-op thread gains little on a quiet machine and, on a busy one, spinning OpenMP threads
-    made training 18x slower in our measurements (docs/quickstart.md)."""
+    """A small character-level model (0.87 M parameters; docs/quickstart.md describes it). One torch
+    thread: for a model this small a second intra-op thread gains little on a quiet machine and, on a
+    busy one, spinning OpenMP threads made training 18x slower in our measurements."""
     return Config(
         data=DataConfig(train=str(data_dir / "train"), valid=str(data_dir / "valid"), test=str(data_dir / "test"),
                         src_lang="src", trg_lang="trg", max_src_tokens=80, max_trg_tokens=20),
@@ -65,7 +66,11 @@ def month_attention_mass(attention: np.ndarray, src_words: list[str], trg_chars:
 
 
 def run_quickstart(out_dir: Path, seed: int = 42, max_time: float | None = None, progress: bool | None = None,
-                   log=print) -> QuickstartReport:
+                   log=print, n_train: int = TRAIN_PAIRS, n_valid: int = VALID_PAIRS,
+                   n_test: int = TEST_PAIRS) -> QuickstartReport:
+    """Generate the date corpus, train for ``max_time`` seconds (None: DEFAULT_MAX_TIME), score the
+    held-out test dates, print a few translations and write the attention heatmap. The corpus sizes
+    are parameters for quick checks; ``attnmt quickstart`` uses the defaults."""
     from attnmt.data.corpus import read_lines
     from attnmt.evaluate import exact_match
     from attnmt.train import train
@@ -77,8 +82,8 @@ def run_quickstart(out_dir: Path, seed: int = 42, max_time: float | None = None,
     out_dir = Path(out_dir)
     data_dir = out_dir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    log(f"quickstart: generating {TRAIN_PAIRS} training dates in several languages (Babel CLDR data) in {data_dir}")
-    write_corpus(data_dir, TRAIN_PAIRS, VALID_PAIRS, TEST_PAIRS, seed)
+    log(f"quickstart: generating {n_train} training dates in several languages (Babel CLDR data) in {data_dir}")
+    write_corpus(data_dir, n_train, n_valid, n_test, seed)
     config = quickstart_config(data_dir, seed, DEFAULT_MAX_TIME if max_time is None else max_time)
     config.save(out_dir / "quickstart.yaml")
     model_dir = out_dir / "model"
