@@ -1,18 +1,22 @@
 """End to end in Python: train on real files, translate, save and load, search invariants."""
 
+import copy
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import attnmt.train as training
 from attnmt.checkpoint import METRICS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
-from attnmt.config import Config
+from attnmt.config import Config, VocabConfig
 from attnmt.data.corpus import CorpusError
 from attnmt.train import TrainingError, train
 from attnmt.data.batching import collate
 from attnmt.search import beam_search, greedy_search
 from attnmt.translator import Translator, max_target_lengths
-from toy import toy_config, toy_pairs, write_toy_corpus
+from toy import LEXICON, toy_config, toy_pairs, write_toy_corpus
 
 
 def quiet(message: str) -> None:
@@ -51,13 +55,61 @@ def test_translation_carries_tokens_score_and_attention(toy_model_dir):
     assert translation.score < 0 and translation.log_prob < 0
 
 
-def test_save_then_load_gives_identical_translations(toy_model_dir):
-    first, second = Translator.load(toy_model_dir), Translator.load(toy_model_dir)
-    sentences = [s for s, _ in toy_pairs(20, seed=5)] + ["", "  ", "zzz unknown words"]
+@pytest.mark.parametrize("rnn, attention", [("gru", "general"), ("lstm", "additive"), ("gru", "dot")])
+def test_the_default_vocabulary_with_shared_and_tied_embeddings_trains_saves_loads_and_translates(
+    tmp_path, monkeypatch, rnn, attention
+):
+    """VocabConfig's defaults (one joint spm.model with byte fallback), share_embeddings and
+    tie_output: trained a few dozen steps, saved, loaded; the loaded model translates exactly as
+    the model in memory whose weights were saved."""
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=200)
+    config = toy_config(train_prefix, valid_prefix, max_steps=40, valid_every=40)  # one validation: at the end
+    config.vocab = VocabConfig()
+    config.model = replace(config.model, rnn=rnn, attention=attention, share_embeddings=True, tie_output=True,
+                           encoder_hidden_size=16, hidden_size=32)  # dot: hidden_size = 2 * encoder_hidden_size
+    config.validate()
+    in_memory = keep_what_training_saves(monkeypatch)
+    train(config, tmp_path / "model", progress=False, log=quiet)
+    monkeypatch.undo()
+
+    [model], [data] = in_memory["models"], in_memory["data"]  # the best weights are saved once, at step 40
+    trained = Translator(model, config, data.src_tokenizer, data.trg_tokenizer)
+    loaded = Translator.load(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").glob("*.model")) == ["spm.model"]
+    assert loaded.src_tokenizer.byte_fallback and loaded.trg_tokenizer is loaded.src_tokenizer
+    assert loaded.model.encoder.embedding is loaded.model.decoder.embedding
+    assert loaded.model.output_layer.weight is loaded.model.decoder.embedding.weight
+
+    sentences = [s for s, _ in toy_pairs(20, seed=5)] + ["", "  ", "zzz unknown words", "one 日本 € two"]
     for beam in (1, 4):
-        a, b = first.translate(sentences, beam=beam), second.translate(sentences, beam=beam)
-        assert [t.text for t in a] == [t.text for t in b]
-        assert [t.score for t in a] == [t.score for t in b]
+        expected, found = trained.translate(sentences, beam=beam), loaded.translate(sentences, beam=beam)
+        assert len(found) == len(sentences)
+        assert [t.text for t in found] == [t.text for t in expected]
+        assert [t.score for t in found] == [t.score for t in expected]
+        for a, b in zip(found, expected):
+            np.testing.assert_array_equal(a.attention, b.attention)
+        assert all("\n" not in t.text for t in found)  # one line out per line in
+        german = [t.text for t in found[:20] if t.text and set(t.text.split()) <= set(LEXICON.values())]
+        assert len(german) >= 10, [t.text for t in found]  # a real model to compare, not empty against empty
+
+
+def keep_what_training_saves(monkeypatch) -> dict[str, list]:
+    """Spy on training: a copy of the model each time its best weights are written, and the prepared
+    data with its tokenizers as training built them. The real functions still run."""
+    kept: dict[str, list] = {"models": [], "data": []}
+    real_save_weights, real_prepare_data = training.save_weights, training.prepare_data
+
+    def save_weights(model, path):
+        kept["models"].append(copy.deepcopy(model))
+        real_save_weights(model, path)
+
+    def prepare_data(*args, **kwargs):
+        kept["data"].append(real_prepare_data(*args, **kwargs))
+        return kept["data"][-1]
+
+    monkeypatch.setattr(training, "save_weights", save_weights)
+    monkeypatch.setattr(training, "prepare_data", prepare_data)
+    return kept
 
 
 def test_empty_lines_give_empty_translations_in_place(toy_model_dir):
