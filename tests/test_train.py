@@ -1,12 +1,15 @@
 """End to end in Python: train on real files, translate, save and load, search invariants."""
 
 import copy
+import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import attnmt.train as training
 from attnmt.checkpoint import METRICS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
@@ -136,8 +139,6 @@ def test_the_same_seed_gives_the_same_model(tmp_path):
     train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
     for name in ("a", "b"):
         train(toy_config(train_prefix, valid_prefix, max_steps=20, valid_every=20), tmp_path / name, progress=False, log=quiet)
-    from safetensors.torch import load_file
-
     a, b = load_file(tmp_path / "a" / WEIGHTS_FILE), load_file(tmp_path / "b" / WEIGHTS_FILE)
     assert a.keys() == b.keys()
     for key in a:
@@ -166,3 +167,58 @@ def test_an_empty_training_set_is_a_clear_error(tmp_path):
         Path(f"{train_prefix}.{lang}").write_text("\n \n\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="no usable training pairs"):
         train(toy_config(train_prefix, valid_prefix), tmp_path / "model", log=quiet)
+
+
+def metric_events(model_dir: Path, event: str) -> list[dict]:
+    lines = (model_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    return [entry for entry in map(json.loads, lines) if entry["event"] == event]
+
+
+def test_early_stopping_stops_when_validation_stops_improving_and_keeps_the_best_weights(tmp_path):
+    """Validation targets shifted by one line: the validation loss falls while the model learns which
+    words occur, then rises as it learns the real word-for-word mapping."""
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=200)
+    targets = Path(f"{valid_prefix}.de").read_text(encoding="utf-8").splitlines()
+    Path(f"{valid_prefix}.de").write_text("\n".join(targets[1:] + targets[:1]) + "\n", encoding="utf-8")
+    result = train(toy_config(train_prefix, valid_prefix, max_steps=400, valid_every=10, early_stopping_patience=2),
+                   tmp_path / "stopped", progress=False, log=quiet)
+
+    validations = metric_events(tmp_path / "stopped", "valid")
+    best = min(validations, key=lambda entry: entry["loss"])
+    assert result.stop_reason == f"no improvement of loss in 2 validations (best at step {best['step']})"
+    assert result.steps == best["step"] + 2 * 10 < 400 and result.best_metric == best["loss"]
+    assert [entry["best"] for entry in validations[-3:]] == [True, False, False]
+
+    # The weights kept are those of the best step: a run that ends there saved the same ones,
+    # and they are not the last weights of the stopped run.
+    train(toy_config(train_prefix, valid_prefix, max_steps=best["step"], valid_every=10), tmp_path / "short",
+          progress=False, log=quiet)
+    kept, short = load_file(tmp_path / "stopped" / WEIGHTS_FILE), load_file(tmp_path / "short" / WEIGHTS_FILE)
+    assert kept.keys() == short.keys() and all(torch.equal(kept[key], short[key]) for key in kept)
+    last = load_file(tmp_path / "stopped" / TRAINER_STATE_FILE)
+    assert not all(torch.equal(kept[key], last[f"model.{key}"]) for key in kept)
+
+
+def test_warmup_decay_logs_the_learning_rate_of_linear_warmup_then_inverse_square_root_decay(tmp_path):
+    """Step n (from 1) trains at lr * min(n / warmup, sqrt(warmup / n)); the lr logged after step n is
+    the one step n + 1 will use."""
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
+    config = toy_config(train_prefix, valid_prefix, schedule="warmup_decay", warmup_steps=4, learning_rate=0.01,
+                        max_steps=35, valid_every=35, log_every=1)
+    train(config, tmp_path / "model", progress=False, log=quiet)
+    logged = {entry["step"]: entry["lr"] for entry in metric_events(tmp_path / "model", "train")}
+    assert logged[1] == pytest.approx(0.005)  # step 2: 2/4 of the peak
+    assert logged[3] == pytest.approx(0.01)  # step 4: the peak, the end of the warmup
+    assert logged[15] == pytest.approx(0.005)  # step 16: sqrt(4/16) of the peak
+    assert logged[35] == pytest.approx(0.01 / 3)  # step 36: sqrt(4/36)
+    assert max(logged.values()) == pytest.approx(0.01)
+
+
+def test_no_progress_bar_unless_stderr_is_a_terminal(tmp_path, capsys):
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
+    config = toy_config(train_prefix, valid_prefix, max_steps=5, valid_every=5)
+    train(config, tmp_path / "asked", progress=True, log=quiet)
+    assert "5/5" in capsys.readouterr().err  # a bar is written where this test captures it, when asked for
+    assert not sys.stderr.isatty()
+    train(config, tmp_path / "default", progress=None, log=quiet)
+    assert capsys.readouterr().err == ""
