@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -222,3 +223,14 @@ def test_no_progress_bar_unless_stderr_is_a_terminal(tmp_path, capsys):
     assert not sys.stderr.isatty()
     train(config, tmp_path / "default", progress=None, log=quiet)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_bounded_only_by_time_shows_seconds_of_the_budget_with_step_loss_and_throughput(tmp_path, capsys):
+    train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
+    config = toy_config(train_prefix, valid_prefix, max_steps=0, max_time=2.0, valid_every=10_000, log_every=5)
+    result = train(config, tmp_path / "model", progress=True, log=quiet)
+    lines = capsys.readouterr().err.replace("\n", "\r").split("\r")
+    bar = re.compile(r"^ *(\d+)%\|.*\| \d+/2s \[\d\d:\d\d<\d\d:\d\d, step=(\d+), loss=[\d.]+, tok_s=\d+\]$")
+    drawn = [match for match in map(bar.match, lines) if match]
+    assert len(drawn) >= 2, lines[-5:]
+    assert drawn[-1].group(1) == "100" and int(drawn[-1].group(2)) == result.steps

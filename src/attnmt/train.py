@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from attnmt.checkpoint import (
     CONFIG_FILE,
@@ -47,6 +45,7 @@ from attnmt.evaluate import score_corpus
 from attnmt.metrics_log import MetricsLog
 from attnmt.model import Seq2Seq
 from attnmt.prepare import Corpora, PreparedData, prepare_data, read_corpora
+from attnmt.progress import TrainingProgress, bar_wanted
 from attnmt.translator import decode_ids
 
 MAX_NONFINITE_IN_A_ROW = 20  # skipped steps (non-finite loss or gradient) in a row before training gives up
@@ -168,9 +167,8 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
         metrics.write("resume", step=state.step, epoch=state.epoch + 1, batch_in_epoch=state.batch_in_epoch)
     validations: list[dict[str, Any]] = []
     started = time.perf_counter() - state.elapsed_seconds
-    total_steps = _planned_steps(train_cfg, data, state, batches_per_step)
-    bar = tqdm(total=total_steps, initial=state.step, disable=_quiet(progress) or not worker.is_main, unit="step",
-               dynamic_ncols=True)
+    bar = TrainingProgress(_planned_steps(train_cfg, data, batches_per_step), train_cfg.max_time, state.step,
+                           state.elapsed_seconds, show=bar_wanted(progress) and worker.is_main)
     window_tokens, window_loss = state.window_tokens, state.window_loss  # as the checkpoint left them
     window_start = time.perf_counter() - state.window_seconds
     checkpoint_every = train_cfg.checkpoint_every or train_cfg.valid_every
@@ -218,7 +216,7 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
             if train_cfg.schedule == "warmup_decay":
                 scheduler.step()
             state.step += 1
-            bar.update(1)
+            bar.advance(state.step, elapsed)
             window_tokens += step_tokens
             window_loss += loss
 
@@ -229,7 +227,7 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
                     lr=optimizer.param_groups[0]["lr"], tokens_per_second=window_tokens / seconds,
                     elapsed=time.perf_counter() - started,
                 )
-                bar.set_postfix(loss=f"{entry['loss']:.3f}", tok_s=f"{entry['tokens_per_second']:.0f}")
+                bar.show_loss(entry["loss"], entry["tokens_per_second"])
                 window_tokens, window_loss, window_start = 0, 0.0, time.perf_counter()
 
             stop_reason = _budget_spent(train_cfg, state, elapsed)
@@ -377,10 +375,6 @@ def _diverged_message(model_dir: Path, state: TrainerState, checkpoint_step: int
             f"{state.step}; {kept}. Lower train.learning_rate or train.clip_grad_norm and train again")
 
 
-def _quiet(progress: bool | None) -> bool:
-    return not (sys.stderr.isatty() if progress is None else progress)
-
-
 def _check_enough_batches(n_batches: int, batches_per_step: int, train_cfg: TrainConfig) -> None:
     if n_batches < batches_per_step:  # else every epoch would end before its first step
         raise TrainingError(f"the training data makes {n_batches} batch(es) of train.batch_tokens="
@@ -388,11 +382,12 @@ def _check_enough_batches(n_batches: int, batches_per_step: int, train_cfg: Trai
                             "(processes x train.accumulate): lower train.batch_tokens or train.accumulate")
 
 
-def _planned_steps(train_cfg: TrainConfig, data: PreparedData, state: TrainerState, batches_per_step: int) -> int | None:
+def _planned_steps(train_cfg: TrainConfig, data: PreparedData, batches_per_step: int) -> int | None:
+    """The step budget; None for a run bounded only by time (its progress bar counts seconds)."""
     if train_cfg.max_steps:
         return train_cfg.max_steps
     if train_cfg.max_time:
-        return None  # time-bounded: tqdm shows the rate, not an ETA it cannot know
+        return None
     n_batches = len(token_batches(data.train_src_lengths, data.train_trg_lengths, train_cfg.batch_tokens,
                                   shuffle=False, seed=train_cfg.seed, epoch=0))
     return n_batches // batches_per_step * train_cfg.max_epochs
