@@ -128,7 +128,8 @@ def test_tied_output_shares_the_target_embedding():
 
 def test_shared_embeddings_need_one_vocabulary():
     config = ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=10, share_embeddings=True)
-    assert Seq2Seq.from_config(config, 20, 20).encoder.embedding is not None
+    model = Seq2Seq.from_config(config, 20, 20)
+    assert model.encoder.embedding is model.decoder.embedding
     with pytest.raises(ValueError, match="one vocabulary"):
         Seq2Seq.from_config(config, 20, 25)
 

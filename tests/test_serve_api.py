@@ -159,9 +159,19 @@ def test_model_info(client, translator):
     assert info["parameters"] == sum(p.numel() for p in translator.model.parameters())
 
 
-def test_health_and_unknown_paths(client):
-    health = client.get("/health").json()
-    assert health["status"] == "ok" and health["decoded"]["batches"] >= 0
+def test_health_counts_the_requests_batches_and_texts_decoded(translator):
+    with TestClient(create_app(translator, ServeSettings(limits=LIMITS))) as fresh:
+        assert fresh.get("/health").json() == {
+            "status": "ok", "decoded": {"requests": 0, "batches": 0, "texts": 0, "mean_texts_per_batch": 0.0}
+        }
+        translate(fresh, text="one two", beam=2)
+        translate(fresh, text=["three", "four five", "six"], beam=2)
+        assert fresh.post("/v1/translate", json={"text": "one", "beam": 99}).status_code == 422  # never decoded
+        health = fresh.get("/health").json()
+    assert health == {"status": "ok", "decoded": {"requests": 2, "batches": 2, "texts": 4, "mean_texts_per_batch": 2.0}}
+
+
+def test_unknown_paths_are_a_json_404(client):
     missing = client.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
 

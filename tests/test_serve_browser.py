@@ -4,6 +4,7 @@ and checks the translation, the heatmap's cells and the highlight on hover."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -64,16 +65,22 @@ def api_translation(url: str, sentence: str, beam: int) -> dict:
     return response.json()["results"][0]["translations"][0]
 
 
-def test_translate_draw_and_highlight(page, live_server, tmp_path):
+def test_translate_draw_and_highlight(page, live_server, translator, tmp_path):
     page.goto(live_server.url + "/")
     sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
+    default_beam = translator.config.decode.beam_size
+    assert page.input_value("#beam") == str(default_beam)  # the model's beam, until the user changes it
+    beam = 1 if default_beam != 1 else 2
     page.fill("#source", SENTENCE)
-    page.fill("#beam", "3")
-    page.click("#translate")
+    page.fill("#beam", str(beam))
+    with page.expect_request("**/v1/translate") as request:
+        page.click("#translate")
+    assert json.loads(request.value.post_data)["beam"] == beam
     page.wait_for_selector(".result .heatmap .cell")
 
-    expected = api_translation(live_server.url, SENTENCE, beam=3)
+    expected = api_translation(live_server.url, SENTENCE, beam=beam)
     assert page.inner_text(".result .translation") == expected["text"]
+    assert f"score {expected['score']:.3f}" in page.inner_text(".result .meta")
 
     # One cell per (target, source) pair, </s> included on both sides.
     pieces = expected["attention"]["pieces"]
