@@ -1,8 +1,13 @@
 """Configs: YAML in, typed dataclasses out; every mistake is an error that names the key."""
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
 from attnmt.config import Config, ConfigError, load_config
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def write(tmp_path, text):
@@ -86,3 +91,14 @@ def test_devices_and_precisions_load():
         assert load_config(None, [f"train.device={device}"]).train.device == device
     config = load_config(None, ["train.precision=bf16", "train.accumulate=4"])
     assert (config.train.precision, config.train.accumulate) == ("bf16", 4)
+
+
+def test_the_readme_example_config_loads_and_shows_the_defaults_but_data_and_max_time(tmp_path):
+    """What the README says of its config block."""
+    block = README.read_text(encoding="utf-8").split("### The config", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    example = load_config(write(tmp_path, block))
+    assert example.train.max_time == 3600.0 and Config().train.max_time == 0.0
+    defaults = Config()
+    data = replace(example.data, train=defaults.data.train, valid=defaults.data.valid,
+                   src_lang=defaults.data.src_lang, trg_lang=defaults.data.trg_lang)
+    assert replace(example, data=data, train=replace(example.train, max_time=0.0)) == defaults
