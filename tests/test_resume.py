@@ -12,6 +12,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -117,38 +118,67 @@ def test_a_resumed_run_reaches_exactly_the_parameters_of_an_uninterrupted_one(tm
 
 
 def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path, corpus):
-    """The real thing: ``attnmt train`` in a subprocess, SIGKILL at a random moment after its first
-    checkpoint, ``attnmt train --resume``, and the result compared with a run never interrupted."""
+    """The real thing: ``attnmt train`` in a subprocess, SIGKILL at a random moment of a random
+    checkpoint interval between steps 20 and 130 of 240, ``attnmt train --resume``, and the result
+    compared with a run never interrupted. The moment is found by watching the checkpoints on disk,
+    not by a clock, so that a fast machine cannot finish the run before the kill."""
     config = resumable_config(corpus, max_steps=240, valid_every=80, checkpoint_every=10)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(config.to_yaml(), encoding="utf-8")
     model_dir = tmp_path / "killed"
+    state_file = model_dir / TRAINER_STATE_FILE
     command = [sys.executable, "-m", "attnmt", "train", str(config_file), "--model-dir", str(model_dir),
                "--no-progress"]
+    rng = random.Random()
+    target = rng.randrange(20, 130, 10)  # at least 110 steps left after it
     with open(tmp_path / "first.log", "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
-            while not (model_dir / TRAINER_STATE_FILE).exists() and process.poll() is None:
-                assert time.monotonic() < deadline, "no checkpoint within 120 s"
-                time.sleep(0.005)
-            time.sleep(random.uniform(0.0, 0.4))
+
+            def wait_for_checkpoint(step: int) -> None:
+                while checkpoint_step(state_file) < step:
+                    assert process.poll() is None, f"the run ended before its checkpoint at step {step}"
+                    assert time.monotonic() < deadline, f"no checkpoint at step {step} within 120 s"
+                    time.sleep(0.002)
+
+            wait_for_checkpoint(10)
+            tenth_step_seen = time.monotonic()
+            wait_for_checkpoint(20)
+            interval = time.monotonic() - tenth_step_seen  # the time of one checkpoint interval, 10 steps
+            wait_for_checkpoint(target)
+            time.sleep(rng.uniform(0.0, interval))  # anywhere in the next interval, often in the middle of a write
             process.send_signal(signal.SIGKILL)
         finally:
             process.kill()
             process.wait()
     assert process.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()
-    killed_at = load_file(model_dir / TRAINER_STATE_FILE)  # the latest checkpoint loads whatever the moment
+    killed_at = load_file(state_file)  # the latest checkpoint loads whatever the moment
     assert killed_at, "empty trainer state"
+    assert target <= checkpoint_step(state_file) < 240
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, timeout=300)
     log = resumed.stderr.decode()
     assert resumed.returncode == 0, log
-    assert "resuming at step" in log and "240 steps" in log
+    resumed_at = int(re.search(r"resuming at step (\d+)", log).group(1))
+    assert target <= resumed_at < 240 and "240 steps" in log, (target, log)
     assert not list(model_dir.glob(".*.tmp"))  # what the kill left behind was cleaned up
 
     train(config, tmp_path / "whole", progress=False, log=quiet)
     assert_same_files(tmp_path / "whole", model_dir)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The step of the trainer state at ``path`` (0 while there is none), from the metadata in its
+    safetensors header. One open() reads it: checkpoints are replaced by renaming, so an open file is
+    one whole checkpoint. (safe_open(path, "pt") maps the path a second time through torch, and while
+    a run writes checkpoints the two can be different files of different sizes.)"""
+    try:
+        with open(path, "rb") as state:
+            header = json.loads(state.read(int.from_bytes(state.read(8), "little")))
+    except FileNotFoundError:
+        return 0
+    return json.loads(header["__metadata__"][checkpoint._STATE_KEY])["trainer"]["step"]
 
 
 def test_a_kill_at_any_moment_never_leaves_a_broken_checkpoint(tmp_path):
