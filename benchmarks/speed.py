@@ -1,6 +1,6 @@
 """Speed benchmark: attnmt against Joey NMT 2.3.0 on the same CPU, same model size, same data.
 
-    python benchmarks/speed.py --out docs/speed.json          # about 45 minutes on 2 cores
+    python benchmarks/speed.py --out docs/speed.json          # about an hour on 2 cores
 
 In one run, one after the other on the same machine (absolute figures drift on shared machines;
 the ratios of one run hold):
@@ -14,9 +14,10 @@ the ratios of one run hold):
    on and off, fp32 and bf16 autocast (plus its own default batch of 2000 tokens), each for
    ``--train-seconds``: target tokens/s, FLOPs per target token, achieved GFLOP/s and the fraction
    of the measured matmul ceiling;
-4. attnmt decodes test_2016_flickr with its fp32 input-feeding model (trained about as long as
-   Joey's checkpoint), greedy and beam 5, in fp32, bf16 autocast and int8 weights: sentences/s,
-   target tokens/s, BLEU;
+4. attnmt trains the same model for as many steps as Joey's last checkpoint (what a model writes
+   sets how long decoding takes: an undertrained one repeats itself up to the length limit) and
+   decodes test_2016_flickr greedily and with beam 5, in fp32, bf16 autocast and int8 weights:
+   sentences/s, words per output, BLEU;
 5. the ratios.
 
 Writes the JSON (``--out``) and a Markdown summary beside it (same name, ``.md``).
@@ -91,7 +92,8 @@ def train_flops_per_target_token(model, src_per_trg: float) -> float:
     return 6.0 * (per_source * src_per_trg + per_target)
 
 
-def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int, seconds: float, batch_tokens: int):
+def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int, seconds: float, batch_tokens: int,
+                  steps: int = 0):
     from attnmt.config import load_config
 
     return load_config(None, [
@@ -102,7 +104,7 @@ def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int,
         "model.attention=general", f"model.input_feeding={str(input_feeding).lower()}", "model.dropout=0.3",
         "model.share_embeddings=true", "model.tie_output=false",
         f"train.batch_tokens={batch_tokens}", "train.learning_rate=0.001", "train.label_smoothing=0.1",
-        f"train.max_time={seconds}", "train.valid_every=1000000", "train.log_every=20",
+        f"train.max_time={seconds}", f"train.max_steps={steps}", "train.valid_every=1000000", "train.log_every=20",
         "train.valid_max_sentences=50", f"train.num_threads={threads}", f"train.precision={precision}",
         "train.device=cpu",
     ])
@@ -124,11 +126,11 @@ def batch_tokens_for(data, sentences: int) -> int:
 
 
 def train_attnmt(data: Path, work: Path, name: str, input_feeding: bool, precision: str, threads: int,
-                 seconds: float, batch_tokens: int) -> dict:
+                 seconds: float, batch_tokens: int, steps: int = 0) -> dict:
     from attnmt.train import train
 
     model_dir = work / name
-    config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens)
+    config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens, steps)
     result = train(config, model_dir, overwrite=True, progress=False, log=lambda message: None)
     events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]  # the first window warms up
@@ -148,6 +150,7 @@ def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, 
     seconds = time.perf_counter() - started
     return {"beam": beam, "precision": precision, "sentences_per_second": round(len(sources) / seconds, 1),
             "target_tokens_per_second": round(sum(len(t.tokens) + 1 for t in outputs) / seconds),
+            "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / len(outputs), 1),
             "outputs": [t.text for t in outputs]}
 
 
@@ -165,28 +168,39 @@ def run_joey(seconds: int) -> dict:
 def decode_joey(sources: list[str], beam: int) -> dict:
     """Time ``joeynmt translate`` on the test set, minus its start-up measured on one line."""
     python = JOEY_ROOT / "venv" / "bin" / "python"
-    checkpoints = sorted((JOEY_ROOT / "model").glob("*.ckpt"))
-    if not python.exists() or not checkpoints:
+    checkpoint, steps = joey_checkpoint()
+    if not python.exists() or checkpoint is None:
         return {"beam": beam, "skipped": "no Joey NMT checkpoint (run.sh must train past step 450)"}
     config_text = (JOEY_SCRIPT.parent / "rnn_en_de.yaml").read_text()
     config_text = re.sub(r"beam_size: \d+", f"beam_size: {beam}", config_text)
+    config_text = config_text.replace("testing:\n", f"testing:\n    load_model: \"{checkpoint}\"\n", 1)
     config = Path(tempfile.mkdtemp()) / "joey.yaml"
     config.write_text(config_text)
-    best = JOEY_ROOT / "model" / "best.ckpt"
-    checkpoint = best if best.exists() else checkpoints[-1]
 
     def timed(lines: list[str]) -> tuple[float, list[str]]:
         started = time.perf_counter()
-        completed = subprocess.run(
-            [str(python), "-m", "joeynmt", "translate", str(config), "--ckpt", str(checkpoint)],
-            input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=JOEY_ROOT, check=True)
+        completed = subprocess.run([str(python), "-m", "joeynmt", "translate", str(config)],
+                                   input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=JOEY_ROOT)
+        if completed.returncode != 0:
+            raise RuntimeError(f"joeynmt translate failed: {completed.stderr[-2000:]}")
         return time.perf_counter() - started, completed.stdout.splitlines()
 
     startup, _ = timed(sources[:1])
     total, outputs = timed(sources)
     seconds = max(total - startup, 1e-9)
     return {"beam": beam, "sentences_per_second": round(len(sources) / seconds, 1),
-            "startup_seconds": round(startup, 1), "checkpoint": checkpoint.name, "outputs": outputs}
+            "startup_seconds": round(startup, 1), "checkpoint": checkpoint.name, "training_steps": steps,
+            "mean_output_words": round(sum(len(line.split()) for line in outputs) / max(len(outputs), 1), 1),
+            "outputs": outputs}
+
+
+def joey_checkpoint() -> tuple[Path | None, int]:
+    """Joey NMT's checkpoint of the most training steps (``<steps>.ckpt``), and that step count."""
+    numbered = [(int(path.stem), path) for path in (JOEY_ROOT / "model").glob("*.ckpt") if path.stem.isdigit()]
+    if not numbered:
+        return None, 0
+    steps, path = max(numbered)
+    return path, steps
 
 
 def bleu(outputs: list[str], references: list[str]) -> float | None:
@@ -220,18 +234,21 @@ def markdown(report: dict) -> str:
                      f"{r['batch_tokens']} tokens ({r['sentences_per_batch']:.0f} sentences) | {r['tokens_per_second']} | "
                      f"{'' if ratio is None else f'{ratio:.2f}'} | {r['gflops']:.1f} | {r['fraction_of_fp32_peak']:.0%} | "
                      f"{r['fraction_of_bf16_peak']:.0%} |")
-    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | target tokens/s | BLEU |",
+    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | words per output | BLEU |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for d in report.get("joey_decode", []):
         if "sentences_per_second" in d:
             lines.append(f"| Joey NMT, {search_name(d['beam'])} | "
-                         f"{d['sentences_per_second']} | 1.00 | | {d.get('bleu')} |")
+                         f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | {d.get('bleu')} |")
     for d in report["decode"]:
         key = f"beam{d['beam']}-{d['precision']}"
         ratio = report.get("ratios", {}).get("decode", {}).get(key)
         lines.append(f"| attnmt, {search_name(d['beam'])}, {d['precision']} | "
                      f"{d['sentences_per_second']} | {'' if ratio is None else f'{ratio:.2f}'} | "
-                     f"{d['target_tokens_per_second']} | {d['bleu']} |")
+                     f"{d['mean_output_words']} | {d['bleu']} |")
+    if report.get("decode_model"):
+        lines += ["", f"Both systems decode the same model (size, batch size of about 64 sentences) after "
+                      f"{report['decode_model']['steps']} training steps, fp32, one batch of 64 sentences at a time."]
     return "\n".join(lines) + "\n"
 
 
@@ -239,7 +256,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
     parser.add_argument("--train-seconds", type=float, default=180)
-    parser.add_argument("--joey-seconds", type=int, default=900, help="Joey's first checkpoint comes at step 450")
+    parser.add_argument("--joey-seconds", type=int, default=1500,
+                        help="Joey checkpoints every 450 steps; decoding is timed on the last checkpoint")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-joey", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attnmt-speed")
@@ -308,7 +326,15 @@ def main() -> None:
         report["train"].append(result)
         print("attnmt training:", result, flush=True)
 
-    model_dir = Path(report["train"][0]["model_dir"])  # fp32, input feeding: about one epoch, like Joey's checkpoint
+    # Decoding speed depends on what a model writes (an undertrained one repeats itself up to the length
+    # limit), so the model decoded here is trained as far as Joey's checkpoint: the same model, batch
+    # size and number of steps, fp32, input feeding.
+    _, joey_steps = joey_checkpoint()
+    decode_steps = joey_steps or 900
+    report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "fp32", args.threads, 0,
+                                          joey_batch, steps=decode_steps)
+    print("attnmt decode model:", report["decode_model"], flush=True)
+    model_dir = Path(report["decode_model"]["model_dir"])
     report["decode"] = []
     for beam in (1, 5):
         for precision in ("fp32", "bf16", "int8"):
