@@ -54,10 +54,10 @@ def main() -> None:
         args.work.mkdir(parents=True, exist_ok=True)
         data_cache.write_bytes(pickle.dumps((data.train_src, data.train_trg, data.src_tokenizer.vocab_size)))
     src_ids, trg_ids, vocab_size = pickle.loads(data_cache.read_bytes())
-    batches = token_batches([len(s) for s in src_ids], [len(t) for t in trg_ids], args.batch_tokens, shuffle=True,
-                            seed=1, epoch=0)[: args.batches + 5]
-    print(f"{args.src}: {args.threads} threads, {len(src_ids) / len(token_batches([len(s) for s in src_ids], "
-          f"[len(t) for t in trg_ids], args.batch_tokens, shuffle=True, seed=1, epoch=0)):.0f} sentences a batch")
+    epoch = token_batches([len(s) for s in src_ids], [len(t) for t in trg_ids], args.batch_tokens, shuffle=True,
+                          seed=1, epoch=0)
+    batches = epoch[: args.batches + 5]
+    print(f"{args.src}: {args.threads} threads, {len(src_ids) / len(epoch):.0f} sentences a batch")
 
     for input_feeding in (True, False):
         for precision in ("fp32", "bf16"):
