@@ -1,6 +1,6 @@
 """Speed benchmark: attnmt against Joey NMT 2.3.0 on the same CPU, same model size, same data.
 
-    python benchmarks/speed.py --out docs/speed.json          # about an hour on 2 cores
+    python benchmarks/speed.py --out runs/speed/speed.json          # about 70 minutes on 2 cores
 
 In one run, one after the other on the same machine (absolute figures drift on shared machines;
 the ratios of one run hold):
@@ -8,16 +8,18 @@ the ratios of one run hold):
 1. this machine's matrix-multiply throughput, fp32 and bf16, 1 and N threads: the ceiling;
 2. Joey NMT trains its RNN (``../shared/peers/joeynmt/run.sh``: bi-GRU 512, GRU 512, embeddings 256,
    Luong attention, input feeding, tied embeddings, joint SentencePiece unigram 8000, 64 sentences a
-   batch, Multi30k en→de) and decodes test_2016_flickr from its first checkpoint, greedy and beam 5;
-   skipped, and said so, where that script is absent;
+   batch, Multi30k en→de) for ``--joey-seconds``: its target tokens/s; skipped, and said so, where
+   that script is absent;
 3. attnmt trains the same model on the same data with batches of about 64 sentences, input feeding
    on and off, fp32 and bf16 autocast (plus its own default batch of 2000 tokens), each for
    ``--train-seconds``: target tokens/s, FLOPs per target token, achieved GFLOP/s and the fraction
    of the measured matmul ceiling;
-4. attnmt trains the same model for as many steps as Joey's last checkpoint (what a model writes
-   sets how long decoding takes: an undertrained one repeats itself up to the length limit) and
-   decodes test_2016_flickr greedily and with beam 5, in fp32, bf16 autocast and int8 weights:
-   sentences/s, words per output, BLEU;
+4. decoding, on one and the same model: how fast a model decodes depends on what it writes (an
+   undertrained one repeats itself up to the length limit), so the two decoders are compared on the
+   same weights. attnmt trains Joey NMT's architecture exactly (its output layer has no bias) for
+   ``--decode-train-seconds``, ``joey_export.py`` writes it as a Joey NMT model, and both toolkits
+   translate test_2016_flickr with it, greedily and with beam 5 (attnmt in fp32, bf16 autocast and
+   int8 weights): sentences/s, words per output, BLEU, and how many outputs are the same as Joey's;
 5. the ratios.
 
 Writes the JSON (``--out``) and a Markdown summary beside it (same name, ``.md``).
@@ -41,9 +43,13 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from joey_export import export as export_to_joey  # noqa: E402
 JOEY_SCRIPT = REPO.parent / "shared" / "peers" / "joeynmt" / "run.sh"
 JOEY_ROOT = Path("/tmp/peers/joeynmt")
 JOEY_BATCH_SENTENCES = 64
+# What makes attnmt's model Joey NMT's exactly (see joey_export.py): no bias in the output layer.
+JOEY_ARCHITECTURE = ("model.output_bias=false",)
 
 
 def cpu_model() -> str:
@@ -66,13 +72,13 @@ def matmul_gflops(threads: int, dtype: torch.dtype, size: int = 2048, seconds: f
     return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
 
 
-def train_flops_per_target_token(model, src_per_trg: float) -> float:
-    """Multiply-adds of the model per target token, times 2 (FLOPs) times 3 (forward, and backward
-    twice: gradients of inputs and of weights). ``src_per_trg``: source tokens per target token.
+def forward_macs(model, src_len: float = 15.0) -> tuple[float, float]:
+    """Multiply-adds of one forward pass: (per source token, per target token).
 
-    Per source token: the bidirectional encoder RNN and the attention keys; per target token: the
-    decoder RNN, the attention scores and context (src_len each), the attentional layer and the
-    output layer. Embedding look-ups, the bridge and element-wise work are left out.
+    Per source token: the bidirectional encoder RNN and the attention keys; per target token (in
+    search: per live hypothesis and step): the decoder RNN, the attention scores and context
+    (``src_len`` each), the attentional layer and the output layer. Embedding look-ups, the bridge
+    and element-wise work are left out.
     """
     enc, dec = model.encoder.rnn, model.decoder.rnn
     gates = 4 if isinstance(enc, torch.nn.LSTM) else 3
@@ -84,16 +90,23 @@ def train_flops_per_target_token(model, src_per_trg: float) -> float:
 
     attention = model.decoder.attention
     keys = attention.key_projection.weight.numel() if hasattr(attention, "key_projection") else 0
-    src_len = 15.0  # a typical Multi30k sentence; the attention terms are small either way
     scores_and_context = src_len * (dec.hidden_size + model.encoder.output_size) if attention.kind != "none" else 0
     per_source = rnn_macs(enc) + keys
     per_target = (rnn_macs(dec) + scores_and_context + model.decoder.attentional_layer.weight.numel()
                   + model.output_layer.weight.numel())
+    return float(per_source), float(per_target)
+
+
+def train_flops_per_target_token(model, src_per_trg: float) -> float:
+    """FLOPs of a training step per target token: the forward multiply-adds (``forward_macs``, at a
+    typical Multi30k sentence of 15 tokens) times 2 (FLOPs) times 3 (forward, and backward twice:
+    gradients of inputs and of weights). ``src_per_trg``: source tokens per target token."""
+    per_source, per_target = forward_macs(model)
     return 6.0 * (per_source * src_per_trg + per_target)
 
 
 def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int, seconds: float, batch_tokens: int,
-                  steps: int = 0):
+                  steps: int = 0, extra: tuple[str, ...] = ()):
     from attnmt.config import load_config
 
     return load_config(None, [
@@ -106,7 +119,7 @@ def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int,
         f"train.batch_tokens={batch_tokens}", "train.learning_rate=0.001", "train.label_smoothing=0.1",
         f"train.max_time={seconds}", f"train.max_steps={steps}", "train.valid_every=1000000", "train.log_every=20",
         "train.valid_max_sentences=50", f"train.num_threads={threads}", f"train.precision={precision}",
-        "train.device=cpu",
+        "train.device=cpu", *extra,
     ])
 
 
@@ -126,17 +139,18 @@ def batch_tokens_for(data, sentences: int) -> int:
 
 
 def train_attnmt(data: Path, work: Path, name: str, input_feeding: bool, precision: str, threads: int,
-                 seconds: float, batch_tokens: int, steps: int = 0) -> dict:
+                 seconds: float, batch_tokens: int, steps: int = 0, extra: tuple[str, ...] = ()) -> dict:
     from attnmt.train import train
 
     model_dir = work / name
-    config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens, steps)
+    config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens, steps, extra)
     result = train(config, model_dir, overwrite=True, progress=False, log=lambda message: None)
     events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]  # the first window warms up
     return {"name": name, "input_feeding": input_feeding, "precision": precision, "threads": threads,
             "batch_tokens": batch_tokens, "steps": result.steps,
-            "tokens_per_second": round(statistics.median(rates)) if rates else None, "model_dir": str(model_dir)}
+            "tokens_per_second": round(statistics.median(rates)) if rates else None, "model_dir": str(model_dir),
+            "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
 
 
 def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, precision: str) -> dict:
@@ -165,21 +179,22 @@ def run_joey(seconds: int) -> dict:
             "log_tail": completed.stdout[-1500:]}
 
 
-def decode_joey(sources: list[str], beam: int) -> dict:
-    """Time ``joeynmt translate`` on the test set, minus its start-up measured on one line."""
+def decode_joey(config_path: Path, sources: list[str], beam: int) -> dict:
+    """Time ``joeynmt translate`` with the exported model on the test set, minus its start-up (measured
+    on one line). Joey reads the lines from stdin and translates them in batches of 64 sentences."""
+    import yaml
+
     python = JOEY_ROOT / "venv" / "bin" / "python"
-    checkpoint, steps = joey_checkpoint()
-    if not python.exists() or checkpoint is None:
-        return {"beam": beam, "skipped": "no Joey NMT checkpoint (run.sh must train past step 450)"}
-    config_text = (JOEY_SCRIPT.parent / "rnn_en_de.yaml").read_text()
-    config_text = re.sub(r"beam_size: \d+", f"beam_size: {beam}", config_text)
-    config_text = config_text.replace("testing:\n", f"testing:\n    load_model: \"{checkpoint}\"\n", 1)
-    config = Path(tempfile.mkdtemp()) / "joey.yaml"
-    config.write_text(config_text)
+    if not python.exists():
+        return {"beam": beam, "skipped": f"no Joey NMT installation in {JOEY_ROOT} (run.sh installs it)"}
+    config = yaml.safe_load(config_path.read_text())
+    config["testing"].update(beam_size=beam, batch_size=64, batch_type="sentence")
+    beam_config = config_path.with_name(f"config.beam{beam}.yaml")
+    beam_config.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     def timed(lines: list[str]) -> tuple[float, list[str]]:
         started = time.perf_counter()
-        completed = subprocess.run([str(python), "-m", "joeynmt", "translate", str(config)],
+        completed = subprocess.run([str(python), "-m", "joeynmt", "translate", str(beam_config)],
                                    input="\n".join(lines) + "\n", capture_output=True, text=True, cwd=JOEY_ROOT)
         if completed.returncode != 0:
             raise RuntimeError(f"joeynmt translate failed: {completed.stderr[-2000:]}")
@@ -189,18 +204,16 @@ def decode_joey(sources: list[str], beam: int) -> dict:
     total, outputs = timed(sources)
     seconds = max(total - startup, 1e-9)
     return {"beam": beam, "sentences_per_second": round(len(sources) / seconds, 1),
-            "startup_seconds": round(startup, 1), "checkpoint": checkpoint.name, "training_steps": steps,
+            "startup_seconds": round(startup, 1),
             "mean_output_words": round(sum(len(line.split()) for line in outputs) / max(len(outputs), 1), 1),
             "outputs": outputs}
 
 
-def joey_checkpoint() -> tuple[Path | None, int]:
-    """Joey NMT's checkpoint of the most training steps (``<steps>.ckpt``), and that step count."""
-    numbered = [(int(path.stem), path) for path in (JOEY_ROOT / "model").glob("*.ckpt") if path.stem.isdigit()]
-    if not numbered:
-        return None, 0
-    steps, path = max(numbered)
-    return path, steps
+def same_outputs(ours: list[str], theirs: list[str]) -> float | None:
+    """The fraction of sentences both toolkits translate identically."""
+    if len(ours) != len(theirs) or not ours:
+        return None
+    return round(sum(a == b for a, b in zip(ours, theirs)) / len(ours), 3)
 
 
 def bleu(outputs: list[str], references: list[str]) -> float | None:
@@ -234,21 +247,24 @@ def markdown(report: dict) -> str:
                      f"{r['batch_tokens']} tokens ({r['sentences_per_batch']:.0f} sentences) | {r['tokens_per_second']} | "
                      f"{'' if ratio is None else f'{ratio:.2f}'} | {r['gflops']:.1f} | {r['fraction_of_fp32_peak']:.0%} | "
                      f"{r['fraction_of_bf16_peak']:.0%} |")
-    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | words per output | BLEU |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | words per output | BLEU "
+                  "| same output as Joey |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for d in report.get("joey_decode", []):
         if "sentences_per_second" in d:
             lines.append(f"| Joey NMT, {search_name(d['beam'])} | "
-                         f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | {d.get('bleu')} |")
+                         f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | {d.get('bleu')} | |")
     for d in report["decode"]:
         key = f"beam{d['beam']}-{d['precision']}"
         ratio = report.get("ratios", {}).get("decode", {}).get(key)
+        same = d.get("same_as_joey")
         lines.append(f"| attnmt, {search_name(d['beam'])}, {d['precision']} | "
                      f"{d['sentences_per_second']} | {'' if ratio is None else f'{ratio:.2f}'} | "
-                     f"{d['mean_output_words']} | {d['bleu']} |")
+                     f"{d['mean_output_words']} | {d['bleu']} | {'' if same is None else f'{same:.1%}'} |")
     if report.get("decode_model"):
-        lines += ["", f"Both systems decode the same model (size, batch size of about 64 sentences) after "
-                      f"{report['decode_model']['steps']} training steps, fp32, one batch of 64 sentences at a time."]
+        model = report["decode_model"]
+        lines += ["", f"Both toolkits decode the same weights: attnmt's Joey-architecture model after {model['steps']} "
+                      f"training steps ({model['precision']}, {model['batch_tokens']} tokens a batch), written as a "
+                      "Joey NMT model by benchmarks/joey_export.py; batches of 64 sentences."]
     return "\n".join(lines) + "\n"
 
 
@@ -256,8 +272,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
     parser.add_argument("--train-seconds", type=float, default=180)
-    parser.add_argument("--joey-seconds", type=int, default=1500,
-                        help="Joey checkpoints every 450 steps; decoding is timed on the last checkpoint")
+    parser.add_argument("--joey-seconds", type=int, default=600, help="Joey NMT's training time, for its tokens/s")
+    parser.add_argument("--decode-train-seconds", type=float, default=1200,
+                        help="training time of the model both toolkits decode")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-joey", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attnmt-speed")
@@ -299,13 +316,6 @@ def main() -> None:
     sources = read_lines(args.data / "test_2016_flickr.en.gz")
     references = read_lines(args.data / "test_2016_flickr.de.gz")
     report["joey_decode"] = []
-    if not args.skip_joey:
-        for beam in (1, 5):
-            result = decode_joey(sources, beam)
-            if "outputs" in result:
-                result["bleu"] = bleu(result.pop("outputs"), references)
-            report["joey_decode"].append(result)
-            print("joey decoding:", result, flush=True)
 
     runs = [("feed-fp32", True, "fp32", joey_batch), ("nofeed-fp32", False, "fp32", joey_batch),
             ("feed-bf16", True, "bf16", joey_batch), ("nofeed-bf16", False, "bf16", joey_batch),
@@ -326,20 +336,28 @@ def main() -> None:
         report["train"].append(result)
         print("attnmt training:", result, flush=True)
 
-    # Decoding speed depends on what a model writes (an undertrained one repeats itself up to the length
-    # limit), so the model decoded here is trained as far as Joey's checkpoint: the same model, batch
-    # size and number of steps, fp32, input feeding.
-    _, joey_steps = joey_checkpoint()
-    decode_steps = joey_steps or 900
-    report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "fp32", args.threads, 0,
-                                          joey_batch, steps=decode_steps)
+    # Decoding: the same weights in both toolkits (module docstring, 4.).
+    report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "bf16", args.threads,
+                                          args.decode_train_seconds, 2000, extra=JOEY_ARCHITECTURE)
     print("attnmt decode model:", report["decode_model"], flush=True)
     model_dir = Path(report["decode_model"]["model_dir"])
+    joey_outputs: dict[int, list[str]] = {}
+    if not args.skip_joey:
+        joey_config = export_to_joey(model_dir, args.work / "decode-model-joey")
+        for beam in (1, 5):
+            result = decode_joey(joey_config, sources, beam)
+            if "outputs" in result:
+                joey_outputs[beam] = result.pop("outputs")
+                result["bleu"] = bleu(joey_outputs[beam], references)
+            report["joey_decode"].append(result)
+            print("joey decoding:", result, flush=True)
     report["decode"] = []
     for beam in (1, 5):
         for precision in ("fp32", "bf16", "int8"):
             result = decode_attnmt(model_dir, sources, beam, args.threads, precision)
-            result["bleu"] = bleu(result.pop("outputs"), references)
+            outputs = result.pop("outputs")
+            result["bleu"] = bleu(outputs, references)
+            result["same_as_joey"] = same_outputs(outputs, joey_outputs.get(beam, []))
             report["decode"].append(result)
             print("attnmt decoding:", result, flush=True)
 

@@ -50,3 +50,22 @@ def test_attention_vs_none_trains_both_and_writes_table_json_and_figure(tmp_path
         script.main(argv)
     assert script.main(argv + ["--evaluate-only", "--beam", "1"]) == 0
     assert json.loads((out / "by_length.json").read_text(encoding="utf-8"))["setup"]["beam"] == 1
+
+
+def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_model_dir, tmp_path):
+    """Greedy search steps every sentence once per output token and once for its </s>: the rows the
+    counter sees are exactly that many, and beam search asks for more."""
+    from attnmt.translator import Translator
+
+    script = load_script("decode_profile")
+    sources = ["one two three", "four", "five six seven eight nine", "ten ten"]
+    (tmp_path / "src.en").write_text("\n".join(sources) + "\n", encoding="utf-8")
+    argv = [str(toy_model_dir), "--src", str(tmp_path / "src.en"), "--threads", "1", "--no-ceiling"]
+    greedy = script.main(argv + ["--beam", "1", "--out", str(tmp_path / "greedy.json")])
+    translations = Translator.load(toy_model_dir).translate(sources, beam=1)
+    assert greedy["sentences"] == 4
+    assert greedy["hypothesis_rows"] == sum(len(t.tokens) + 1 for t in translations)
+    assert json.loads((tmp_path / "greedy.json").read_text(encoding="utf-8"))["hypothesis_rows"] == greedy["hypothesis_rows"]
+    beam = script.main(argv + ["--beam", "3"])
+    assert beam["hypothesis_rows"] > greedy["hypothesis_rows"]
+    assert beam["mflop_per_sentence"] > greedy["mflop_per_sentence"] > 0

@@ -126,6 +126,14 @@ def test_tied_output_shares_the_target_embedding():
     assert model.decoder.attentional_size == 8
 
 
+def test_output_bias_off_leaves_the_output_layer_without_one():
+    settings = dict(embedding_size=8, encoder_hidden_size=6, hidden_size=10, tie_output=False)
+    with_bias = Seq2Seq.from_config(ModelConfig(**settings), 20, 25)
+    without = Seq2Seq.from_config(ModelConfig(**settings, output_bias=False), 20, 25)
+    assert without.output_layer.bias is None
+    assert with_bias.num_parameters() - without.num_parameters() == 25
+
+
 def test_shared_embeddings_need_one_vocabulary():
     config = ModelConfig(embedding_size=8, encoder_hidden_size=6, hidden_size=10, share_embeddings=True)
     model = Seq2Seq.from_config(config, 20, 20)

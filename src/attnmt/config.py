@@ -63,6 +63,7 @@ class ModelConfig:
     input_feeding: bool = True
     share_embeddings: bool = False  # source and target embeddings shared (needs vocab.joint)
     tie_output: bool = True  # output projection shares the target embedding matrix
+    output_bias: bool = True  # a bias in the output projection (Joey NMT's RNN decoder has none)
 
 
 @dataclass

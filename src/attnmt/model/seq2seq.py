@@ -44,7 +44,7 @@ class Seq2Seq(nn.Module):
             attentional_size,
             config.input_feeding,
         )
-        output_layer = nn.Linear(attentional_size, trg_vocab_size)
+        output_layer = nn.Linear(attentional_size, trg_vocab_size, bias=config.output_bias)
         model = cls(encoder, decoder, output_layer)
         model.reset_parameters()
         if config.tie_output:

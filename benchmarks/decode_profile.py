@@ -1,0 +1,111 @@
+"""Where decoding time goes: the work a search does, the rate it does it at, and a profile.
+
+    python benchmarks/decode_profile.py MODEL_DIR --src test.en [--beam 5] [--precision fp32] [--profile]
+
+Counts what the search asks of the model — decoder steps, hypothesis rows per step (every live
+hypothesis of every sentence still searched), source tokens encoded — and turns them into
+multiply-adds with ``speed.forward_macs``: the arithmetic the search needed, whatever the toolkit.
+Achieved GFLOP/s against this machine's measured matrix-multiply rate says how much of the time goes
+to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for.
+``--profile`` adds a ``torch.profiler`` table of the operators that take the time (a second pass:
+profiling slows the run down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import forward_macs, matmul_gflops  # noqa: E402
+
+
+class SearchCounter:
+    """Counts the calls search makes to a model's ``encode`` and ``step`` (instance attributes shadow them)."""
+
+    def __init__(self, model) -> None:
+        self.steps = self.rows = self.source_tokens = self.sentences = 0
+        self.source_rows = 0.0  # sum over rows of their padded source length, for the attention terms
+        encode, step = model.encode, model.step
+
+        def counted_encode(src, src_lengths):
+            self.sentences += src.size(0)
+            self.source_tokens += int(src_lengths.sum())
+            return encode(src, src_lengths)
+
+        def counted_step(prev_tokens, state, memory):
+            self.steps += 1
+            self.rows += prev_tokens.size(0)
+            self.source_rows += prev_tokens.size(0) * memory.states.size(1)
+            return step(prev_tokens, state, memory)
+
+        model.encode, model.step = counted_encode, counted_step
+
+    def summary(self, model, seconds: float) -> dict:
+        """``model``: an fp32 model of the same shape (a quantized one does not expose its weights' sizes)."""
+        mean_src = self.source_rows / max(self.rows, 1)
+        per_source, per_target = forward_macs(model, src_len=mean_src)
+        macs = self.source_tokens * per_source + self.rows * per_target
+        return {"sentences": self.sentences, "seconds": round(seconds, 2),
+                "sentences_per_second": round(self.sentences / seconds, 1),
+                "decoder_steps": self.steps, "hypothesis_rows": self.rows,
+                "rows_per_sentence": round(self.rows / max(self.sentences, 1), 1),
+                "rows_per_step": round(self.rows / max(self.steps, 1), 1),
+                "mflop_per_sentence": round(2 * macs / max(self.sentences, 1) / 1e6, 1),
+                "gflops": round(2 * macs / seconds / 1e9, 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--src", type=Path, required=True, help="source sentences, one a line (plain or .gz)")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table")
+    parser.add_argument("--no-ceiling", action="store_true", help="do not measure the matrix-multiply rate")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    from attnmt.data.corpus import read_lines
+    from attnmt.model import Seq2Seq
+    from attnmt.translator import Translator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = read_lines(args.src)
+    translator = Translator.load(args.model_dir, precision=args.precision)
+    translator.translate(sources[:32], beam=args.beam)  # warm-up
+    counter = SearchCounter(translator.model)
+    started = time.perf_counter()
+    translator.translate(sources, beam=args.beam)
+    seconds = time.perf_counter() - started
+    shape = Seq2Seq.from_config(translator.config.model, translator.src_tokenizer.vocab_size,
+                                translator.trg_tokenizer.vocab_size)
+    report = {"model_dir": str(args.model_dir), "beam": args.beam, "precision": args.precision,
+              "threads": torch.get_num_threads(), **counter.summary(shape, seconds)}
+    if not args.no_ceiling:
+        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+        report["matmul_gflops"] = round(matmul_gflops(torch.get_num_threads(), dtype), 1)
+        report["fraction_of_matmul_rate"] = round(report["gflops"] / report["matmul_gflops"], 3)
+    print(json.dumps(report, indent=1))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            translator.translate(sources, beam=args.beam)
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        print(table)
+        report["profile"] = table
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+if __name__ == "__main__":
+    main()
