@@ -119,6 +119,7 @@ def export(model_dir: Path, out_dir: Path, peer_config: Path = PEER_CONFIG) -> P
     """Write the Joey NMT model directory; returns the path of its config.yaml."""
     from attnmt.translator import Translator
 
+    model_dir, out_dir = model_dir.resolve(), out_dir.resolve()  # Joey runs in its own directory
     translator = Translator.load(model_dir)
     check_compatible(translator.config)
     tokenizer = translator.src_tokenizer

@@ -147,9 +147,24 @@ def train_attnmt(data: Path, work: Path, name: str, input_feeding: bool, precisi
     result = train(config, model_dir, overwrite=True, progress=False, log=lambda message: None)
     events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]  # the first window warms up
+    if not rates and not steps:
+        sys.exit(f"attnmt {name}: {seconds} s of training logged fewer than two windows of "
+                 f"train.log_every steps; give --train-seconds more time")
     return {"name": name, "input_feeding": input_feeding, "precision": precision, "threads": threads,
             "batch_tokens": batch_tokens, "steps": result.steps,
             "tokens_per_second": round(statistics.median(rates)) if rates else None, "model_dir": str(model_dir),
+            "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
+
+
+def describe_model(model_dir: Path) -> dict:
+    """What ``train_attnmt`` reports, read back from a model directory trained before."""
+    from attnmt.checkpoint import load_config_file
+
+    config = load_config_file(model_dir)
+    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"name": model_dir.name, "input_feeding": config.model.input_feeding, "precision": config.train.precision,
+            "threads": config.train.num_threads, "batch_tokens": config.train.batch_tokens,
+            "steps": max(e.get("step", 0) for e in events), "model_dir": str(model_dir),
             "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
 
 
@@ -189,7 +204,7 @@ def decode_joey(config_path: Path, sources: list[str], beam: int) -> dict:
         return {"beam": beam, "skipped": f"no Joey NMT installation in {JOEY_ROOT} (run.sh installs it)"}
     config = yaml.safe_load(config_path.read_text())
     config["testing"].update(beam_size=beam, batch_size=64, batch_type="sentence")
-    beam_config = config_path.with_name(f"config.beam{beam}.yaml")
+    beam_config = config_path.resolve().with_name(f"config.beam{beam}.yaml")  # Joey runs in JOEY_ROOT
     beam_config.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     def timed(lines: list[str]) -> tuple[float, list[str]]:
@@ -275,6 +290,8 @@ def main() -> None:
     parser.add_argument("--joey-seconds", type=int, default=600, help="Joey NMT's training time, for its tokens/s")
     parser.add_argument("--decode-train-seconds", type=float, default=1200,
                         help="training time of the model both toolkits decode")
+    parser.add_argument("--decode-model", type=Path,
+                        help="decode this attnmt model (Joey NMT's architecture) instead of training one")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-joey", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attnmt-speed")
@@ -337,8 +354,11 @@ def main() -> None:
         print("attnmt training:", result, flush=True)
 
     # Decoding: the same weights in both toolkits (module docstring, 4.).
-    report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "bf16", args.threads,
-                                          args.decode_train_seconds, 2000, extra=JOEY_ARCHITECTURE)
+    if args.decode_model:
+        report["decode_model"] = describe_model(args.decode_model)
+    else:
+        report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "bf16", args.threads,
+                                              args.decode_train_seconds, 2000, extra=JOEY_ARCHITECTURE)
     print("attnmt decode model:", report["decode_model"], flush=True)
     model_dir = Path(report["decode_model"]["model_dir"])
     joey_outputs: dict[int, list[str]] = {}
@@ -362,13 +382,13 @@ def main() -> None:
             print("attnmt decoding:", result, flush=True)
 
     joey_rate = report["joey"].get("tokens_per_second")
-    if joey_rate:
-        report["ratios"] = {"train": {r["name"]: round(r["tokens_per_second"] / joey_rate, 2) for r in report["train"]}}
-        joey_decode = {d["beam"]: d.get("sentences_per_second") for d in report["joey_decode"]}
-        report["ratios"]["decode"] = {f"beam{d['beam']}-{d['precision']}":
-                                      round(d["sentences_per_second"] / joey_decode[d["beam"]], 2)
-                                      for d in report["decode"] if joey_decode.get(d["beam"])}
-        print("ratios:", json.dumps(report["ratios"], indent=1))
+    joey_decode = {d["beam"]: d.get("sentences_per_second") for d in report["joey_decode"]}
+    report["ratios"] = {
+        "train": {r["name"]: round(r["tokens_per_second"] / joey_rate, 2) for r in report["train"]} if joey_rate else {},
+        "decode": {f"beam{d['beam']}-{d['precision']}": round(d["sentences_per_second"] / joey_decode[d["beam"]], 2)
+                   for d in report["decode"] if joey_decode.get(d["beam"])},
+    }
+    print("ratios:", json.dumps(report["ratios"], indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     args.out.with_suffix(".md").write_text(markdown(report))
