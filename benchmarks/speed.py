@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -45,18 +44,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from joey_export import export as export_to_joey  # noqa: E402
+from machine import cpu_model  # noqa: E402
 JOEY_SCRIPT = REPO.parent / "shared" / "peers" / "joeynmt" / "run.sh"
 JOEY_ROOT = Path("/tmp/peers/joeynmt")
 JOEY_BATCH_SENTENCES = 64
 # What makes attnmt's model Joey NMT's exactly (see joey_export.py): no bias in the output layer.
 JOEY_ARCHITECTURE = ("model.output_bias=false",)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def matmul_gflops(threads: int, dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
@@ -168,11 +161,19 @@ def describe_model(model_dir: Path) -> dict:
             "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
 
 
-def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, precision: str) -> dict:
+def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, precision: str,
+                  max_output_length: int | None = None) -> dict:
+    """``max_output_length``: a fixed limit of output tokens, as Joey NMT's ``testing.max_output_length``
+    (None: attnmt's own, proportional to the source)."""
+    from dataclasses import replace
+
     from attnmt.translator import Translator
 
     torch.set_num_threads(threads)
     translator = Translator.load(model_dir, precision=precision)
+    if max_output_length is not None:
+        translator.config.decode = replace(translator.config.decode, max_length_ratio=0.0,
+                                           max_length_extra=max_output_length)
     translator.translate(sources[:32], beam=beam)  # warm-up
     started = time.perf_counter()
     outputs = translator.translate(sources, beam=beam)
@@ -279,7 +280,9 @@ def markdown(report: dict) -> str:
         model = report["decode_model"]
         lines += ["", f"Both toolkits decode the same weights: attnmt's Joey-architecture model after {model['steps']} "
                       f"training steps ({model['precision']}, {model['batch_tokens']} tokens a batch), written as a "
-                      "Joey NMT model by benchmarks/joey_export.py; batches of 64 sentences."]
+                      "Joey NMT model by benchmarks/joey_export.py; batches of 64 sentences"
+                      + (f"; both stop an output at {report['decode_max_output_length']} tokens (Joey's "
+                         "testing.max_output_length)." if report.get("decode_max_output_length") else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--joey-seconds", type=int, default=600, help="Joey NMT's training time, for its tokens/s")
     parser.add_argument("--decode-train-seconds", type=float, default=1200,
                         help="training time of the model both toolkits decode")
+    parser.add_argument("--decode-only", action="store_true", help="measure decoding only (no training runs)")
     parser.add_argument("--decode-model", type=Path,
                         help="decode this attnmt model (Joey NMT's architecture) instead of training one")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -326,7 +330,10 @@ def main() -> None:
     report["src_tokens_per_trg_token"] = round(src_per_trg, 3)
     vocab = data.src_tokenizer.vocab_size
 
-    report["joey"] = {"skipped": "--skip-joey"} if args.skip_joey else run_joey(args.joey_seconds)
+    if args.decode_only:
+        report["joey"] = {"skipped": "--decode-only"}
+    else:
+        report["joey"] = {"skipped": "--skip-joey"} if args.skip_joey else run_joey(args.joey_seconds)
     print("joey training:", {k: v for k, v in report["joey"].items() if k != "log_tail"}, flush=True)
     joey_model = Seq2Seq.from_config(probe.model, vocab, vocab)
     report["joey_flops_per_target_token"] = train_flops_per_target_token(joey_model, src_per_trg)
@@ -337,6 +344,8 @@ def main() -> None:
     runs = [("feed-fp32", True, "fp32", joey_batch), ("nofeed-fp32", False, "fp32", joey_batch),
             ("feed-bf16", True, "bf16", joey_batch), ("nofeed-bf16", False, "bf16", joey_batch),
             ("feed-bf16-2000", True, "bf16", 2000)]
+    if args.decode_only:
+        runs = []
     report["train"] = []
     for name, input_feeding, precision, batch_tokens in runs:
         result = train_attnmt(args.data, args.work, name, input_feeding, precision, args.threads, args.train_seconds,
@@ -362,8 +371,14 @@ def main() -> None:
     print("attnmt decode model:", report["decode_model"], flush=True)
     model_dir = Path(report["decode_model"]["model_dir"])
     joey_outputs: dict[int, list[str]] = {}
+    length_limit = None  # attnmt's own unless Joey's fixed limit is there to match
     if not args.skip_joey:
         joey_config = export_to_joey(model_dir, args.work / "decode-model-joey")
+        import yaml
+
+        joey_limit = yaml.safe_load(joey_config.read_text())["testing"].get("max_output_length")
+        length_limit = joey_limit if isinstance(joey_limit, int) and joey_limit > 0 else None
+        report["decode_max_output_length"] = length_limit
         for beam in (1, 5):
             result = decode_joey(joey_config, sources, beam)
             if "outputs" in result:
@@ -374,7 +389,7 @@ def main() -> None:
     report["decode"] = []
     for beam in (1, 5):
         for precision in ("fp32", "bf16", "int8"):
-            result = decode_attnmt(model_dir, sources, beam, args.threads, precision)
+            result = decode_attnmt(model_dir, sources, beam, args.threads, precision, length_limit)
             outputs = result.pop("outputs")
             result["bleu"] = bleu(outputs, references)
             result["same_as_joey"] = same_outputs(outputs, joey_outputs.get(beam, []))
