@@ -178,13 +178,16 @@ def beam_search(
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
     memory, state = model.encode(src, src_lengths)
     batch, device = src.size(0), src.device
-    expand = torch.arange(batch, device=device).repeat_interleave(beam_size)  # (batch*beam,)
-    memory, state = memory.reorder(expand), state.reorder(expand)
     beams = _Beams.start(batch, beam_size, src.size(1), device)
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in itertools.count():
-        log_probs, state, attention = model.step(beams.last_tokens(), state, memory)  # (n*beam, vocab)
+        if t == 0:
+            # Every slot of a sentence starts from the same empty hypothesis: step it once per sentence,
+            # then give each slot a copy (a fifth of the first step's work with a beam of five).
+            log_probs, state, memory, attention = _first_step(model, state, memory, beam_size)  # (batch*beam, vocab)
+        else:
+            log_probs, state, attention = model.step(beams.last_tokens(), state, memory)  # (n*beam, vocab)
         at_limit = [limits[s] <= t for s in beams.sentences]  # (n,)
         log_probs = _force_eos(log_probs, [limit for limit in at_limit for _ in range(beam_size)])
         ranked = _rank(beams, log_probs)
@@ -201,6 +204,19 @@ def beam_search(
             memory = memory.reorder(((keep * beam_size).unsqueeze(1) + slots).flatten())
         beams = beams.advance(ranked, keep, rows.flatten(), attention)
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
+
+
+def _first_step(model: StepModel[MemoryT, StateT], state: StateT, memory: MemoryT,
+                beam_size: int) -> tuple[Tensor, StateT, MemoryT, Tensor | None]:
+    """Step 0 from BOS, one row per sentence, then everything repeated for each of ``beam_size`` slots:
+    log_probs (batch*beam, vocab), state and memory of batch*beam rows, attention (batch*beam, src_len)
+    or None."""
+    batch = memory.mask.size(0)
+    bos = torch.full((batch,), BOS_ID, dtype=torch.long, device=memory.mask.device)
+    log_probs, state, attention = model.step(bos, state, memory)  # (batch, vocab)
+    expand = torch.arange(batch, device=bos.device).repeat_interleave(beam_size)  # (batch*beam,)
+    attention = None if attention is None else attention.index_select(0, expand)
+    return log_probs.index_select(0, expand), state.reorder(expand), memory.reorder(expand), attention
 
 
 @dataclass
