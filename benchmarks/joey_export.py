@@ -120,6 +120,9 @@ def export(model_dir: Path, out_dir: Path, peer_config: Path = PEER_CONFIG) -> P
     from attnmt.translator import Translator
 
     model_dir, out_dir = model_dir.resolve(), out_dir.resolve()  # Joey runs in its own directory
+    if not peer_config.is_file():
+        raise FileNotFoundError(f"no Joey NMT config to start from at {peer_config}: pass --joey-config "
+                                "with a Joey NMT 2.3 recurrent-model config")
     translator = Translator.load(model_dir)
     check_compatible(translator.config)
     tokenizer = translator.src_tokenizer

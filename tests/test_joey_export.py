@@ -25,6 +25,24 @@ def joey_export():
     return load_script("joey_export")
 
 
+@pytest.fixture
+def peer_config(tmp_path):
+    """A Joey NMT 2.3 config of the shape of ../shared/peers/joeynmt/rnn_en_de.yaml (which a clean
+    checkout does not have), with sizes and paths unlike the model's, which the export must replace."""
+    side = dict(lang="xx", voc_file="/elsewhere/vocab", level="word", voc_limit=8000, lowercase=True,
+                tokenizer_type="subword-nmt", tokenizer_cfg={"codes": "/elsewhere/codes"})
+    size = dict(type="transformer", rnn_type="lstm", hidden_size=999, num_layers=2, embeddings={"embedding_dim": 999})
+    config = {"name": "peer", "model_dir": "/elsewhere/model", "use_cuda": False,
+              "data": {"src": dict(side), "trg": dict(side), "special_symbols": {"unk_token": "<unk>", "unk_id": 0}},
+              "testing": {"beam_size": 5, "batch_size": 64, "max_output_length": 100},
+              "training": {"optimizer": "adam"},
+              "model": {"tied_embeddings": False, "tied_softmax": True,
+                        "encoder": dict(size, bidirectional=False), "decoder": dict(size, attention="bahdanau")}}
+    path = tmp_path / "peer.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 @pytest.fixture(scope="module")
 def joey_shaped_model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("joey")
@@ -46,10 +64,11 @@ def test_models_joey_cannot_represent_are_refused_with_every_reason(joey_export,
     assert "model.attention is 'additive'" in str(error.value) and "model.output_bias is True" in str(error.value)
 
 
-def test_exported_vocabulary_gives_joey_the_ids_of_the_exported_rows(joey_export, joey_shaped_model_dir, tmp_path):
+def test_exported_vocabulary_gives_joey_the_ids_of_the_exported_rows(joey_export, joey_shaped_model_dir, peer_config,
+                                                                     tmp_path):
     from attnmt.translator import Translator
 
-    config_path = joey_export.export(joey_shaped_model_dir, tmp_path / "joey")
+    config_path = joey_export.export(joey_shaped_model_dir, tmp_path / "joey", peer_config)
     translator = Translator.load(joey_shaped_model_dir)
     lines = (tmp_path / "joey" / "vocab.txt").read_text(encoding="utf-8").splitlines()
     # Joey's Vocabulary: its specials first (unk, pad, bos, eos), then the file's tokens not yet listed.
@@ -75,6 +94,12 @@ def test_exported_vocabulary_gives_joey_the_ids_of_the_exported_rows(joey_export
     assert joey["model"]["decoder"]["hidden_size"] == model.hidden_size
     assert joey["model"]["encoder"]["embeddings"]["embedding_dim"] == model.embedding_size
     assert joey["model"]["tied_embeddings"] is True and joey["model"]["tied_softmax"] is False
+    for part in ("encoder", "decoder"):
+        assert (joey["model"][part]["type"], joey["model"][part]["rnn_type"], joey["model"][part]["num_layers"]) == \
+            ("recurrent", "gru", 1)
+    assert joey["model"]["encoder"]["bidirectional"] is True and joey["model"]["decoder"]["attention"] == "luong"
+    assert joey["data"]["src"]["lowercase"] is False and joey["data"]["src"]["level"] == "bpe"
+    assert joey["data"]["special_symbols"]["pad_id"] == 1 and joey["testing"]["max_output_length"] == 100
 
 
 def test_joey_attentional_layer_computes_ours(joey_export):
@@ -92,3 +117,8 @@ def test_joey_attentional_layer_computes_ours(joey_export):
     # Joey's Luong attention scores hₜ · key_layer(h̄ₛ): attnmt's general attention with the same W.
     torch.testing.assert_close(state["decoder.attention.key_layer.weight"], model.decoder.attention.key_projection.weight)
     assert {name for name in state if ".rnn." in name} == {name for name, _ in model.named_parameters() if ".rnn." in name}
+
+
+def test_a_missing_joey_config_is_named(joey_export, joey_shaped_model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="--joey-config"):
+        joey_export.export(joey_shaped_model_dir, tmp_path / "joey", tmp_path / "absent.yaml")
