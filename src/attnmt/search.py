@@ -185,7 +185,8 @@ def beam_search(
         if t == 0:
             # Every slot of a sentence starts from the same empty hypothesis: step it once per sentence,
             # then give each slot a copy (a fifth of the first step's work with a beam of five).
-            log_probs, state, memory, attention = _first_step(model, state, memory, beam_size)  # (batch*beam, vocab)
+            first_tokens = beams.last_tokens()[::beam_size]  # (batch,) one slot of each sentence
+            log_probs, state, memory, attention = _first_step(model, first_tokens, state, memory, beam_size)
         else:
             log_probs, state, attention = model.step(beams.last_tokens(), state, memory)  # (n*beam, vocab)
         at_limit = [limits[s] <= t for s in beams.sentences]  # (n,)
@@ -206,15 +207,13 @@ def beam_search(
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
 
 
-def _first_step(model: StepModel[MemoryT, StateT], state: StateT, memory: MemoryT,
+def _first_step(model: StepModel[MemoryT, StateT], tokens: Tensor, state: StateT, memory: MemoryT,
                 beam_size: int) -> tuple[Tensor, StateT, MemoryT, Tensor | None]:
-    """Step 0 from BOS, one row per sentence, then everything repeated for each of ``beam_size`` slots:
-    log_probs (batch*beam, vocab), state and memory of batch*beam rows, attention (batch*beam, src_len)
-    or None."""
-    batch = memory.mask.size(0)
-    bos = torch.full((batch,), BOS_ID, dtype=torch.long, device=memory.mask.device)
-    log_probs, state, attention = model.step(bos, state, memory)  # (batch, vocab)
-    expand = torch.arange(batch, device=bos.device).repeat_interleave(beam_size)  # (batch*beam,)
+    """Step 0 from ``tokens`` (batch,), one row per sentence, then everything repeated for each of
+    ``beam_size`` slots: log_probs (batch*beam, vocab), state and memory of batch*beam rows, attention
+    (batch*beam, src_len) or None."""
+    log_probs, state, attention = model.step(tokens, state, memory)  # (batch, vocab)
+    expand = torch.arange(tokens.size(0), device=tokens.device).repeat_interleave(beam_size)  # (batch*beam,)
     attention = None if attention is None else attention.index_select(0, expand)
     return log_probs.index_select(0, expand), state.reorder(expand), memory.reorder(expand), attention
 
