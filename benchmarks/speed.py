@@ -37,9 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -165,8 +167,6 @@ def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, 
                   max_output_length: int | None = None) -> dict:
     """``max_output_length``: a fixed limit of output tokens, as Joey NMT's ``testing.max_output_length``
     (None: attnmt's own, proportional to the source)."""
-    from dataclasses import replace
-
     from attnmt.translator import Translator
 
     torch.set_num_threads(threads)
@@ -330,10 +330,10 @@ def main() -> None:
     report["src_tokens_per_trg_token"] = round(src_per_trg, 3)
     vocab = data.src_tokenizer.vocab_size
 
-    if args.decode_only:
-        report["joey"] = {"skipped": "--decode-only"}
+    if args.decode_only or args.skip_joey:
+        report["joey"] = {"skipped": "--decode-only" if args.decode_only else "--skip-joey"}
     else:
-        report["joey"] = {"skipped": "--skip-joey"} if args.skip_joey else run_joey(args.joey_seconds)
+        report["joey"] = run_joey(args.joey_seconds)
     print("joey training:", {k: v for k, v in report["joey"].items() if k != "log_tail"}, flush=True)
     joey_model = Seq2Seq.from_config(probe.model, vocab, vocab)
     report["joey_flops_per_target_token"] = train_flops_per_target_token(joey_model, src_per_trg)
@@ -341,11 +341,10 @@ def main() -> None:
     references = read_lines(args.data / "test_2016_flickr.de.gz")
     report["joey_decode"] = []
 
-    runs = [("feed-fp32", True, "fp32", joey_batch), ("nofeed-fp32", False, "fp32", joey_batch),
-            ("feed-bf16", True, "bf16", joey_batch), ("nofeed-bf16", False, "bf16", joey_batch),
-            ("feed-bf16-2000", True, "bf16", 2000)]
-    if args.decode_only:
-        runs = []
+    runs = [] if args.decode_only else [
+        ("feed-fp32", True, "fp32", joey_batch), ("nofeed-fp32", False, "fp32", joey_batch),
+        ("feed-bf16", True, "bf16", joey_batch), ("nofeed-bf16", False, "bf16", joey_batch),
+        ("feed-bf16-2000", True, "bf16", 2000)]
     report["train"] = []
     for name, input_feeding, precision, batch_tokens in runs:
         result = train_attnmt(args.data, args.work, name, input_feeding, precision, args.threads, args.train_seconds,
@@ -374,8 +373,6 @@ def main() -> None:
     length_limit = None  # attnmt's own unless Joey's fixed limit is there to match
     if not args.skip_joey:
         joey_config = export_to_joey(model_dir, args.work / "decode-model-joey")
-        import yaml
-
         joey_limit = yaml.safe_load(joey_config.read_text())["testing"].get("max_output_length")
         length_limit = joey_limit if isinstance(joey_limit, int) and joey_limit > 0 else None
         report["decode_max_output_length"] = length_limit
