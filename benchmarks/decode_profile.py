@@ -4,7 +4,7 @@
 
 Counts what the search asks of the model — decoder steps, hypothesis rows per step (every live
 hypothesis of every sentence still searched), source tokens encoded — and turns them into
-multiply-adds with ``speed.forward_macs``: the arithmetic the search needed, whatever the toolkit.
+multiply-adds with ``Seq2Seq.multiply_adds``: the arithmetic the search needed, whatever the toolkit.
 Achieved GFLOP/s against this machine's measured matrix-multiply rate says how much of the time goes
 to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for.
 ``--profile`` adds a ``torch.profiler`` table of the operators that take the time (a second pass:
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import forward_macs, matmul_gflops  # noqa: E402
+from common import RESULTS, matmul_gflops, timed_translation, write_json
 
 
 class SearchCounter:
@@ -49,7 +46,7 @@ class SearchCounter:
     def summary(self, model, seconds: float) -> dict:
         """``model``: an fp32 model of the same shape (a quantized one does not expose its weights' sizes)."""
         mean_src = self.source_rows / max(self.rows, 1)
-        per_source, per_target = forward_macs(model, src_len=mean_src)
+        per_source, per_target = model.multiply_adds(src_len=mean_src)
         macs = self.source_tokens * per_source + self.rows * per_target
         return {"sentences": self.sentences, "seconds": round(seconds, 2),
                 "sentences_per_second": round(self.sentences / seconds, 1),
@@ -69,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table")
     parser.add_argument("--no-ceiling", action="store_true", help="do not measure the matrix-multiply rate")
-    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--out", type=Path, default=RESULTS / "decode_profile.json",
+                        help="write the figures as JSON here (default docs/results/decode_profile.json)")
     args = parser.parse_args(argv)
     from attnmt.data.corpus import read_lines
     from attnmt.model import Seq2Seq
@@ -79,11 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     sources = read_lines(args.src)
     translator = Translator.load(args.model_dir, precision=args.precision)
-    translator.translate(sources[:32], beam=args.beam)  # warm-up
+    translator.translate(sources[:32], beam=args.beam)  # warm-up, before the counting starts
     counter = SearchCounter(translator.model)
-    started = time.perf_counter()
-    translator.translate(sources, beam=args.beam)
-    seconds = time.perf_counter() - started
+    _, seconds = timed_translation(translator, sources, args.beam, warmup=0)
     shape = Seq2Seq.from_config(translator.config.model, translator.src_tokenizer.vocab_size,
                                 translator.trg_tokenizer.vocab_size)
     report = {"model_dir": str(args.model_dir), "beam": args.beam, "precision": args.precision,
@@ -101,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
         print(table)
         report["profile"] = table
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    write_json(args.out, report)
     return report
 
 

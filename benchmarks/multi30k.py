@@ -1,10 +1,10 @@
 """Multi30k benchmark: train a config for a time budget, then score test_2016_flickr.
 
-    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --budget 60m --out runs/multi30k/en_de
-    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --out runs/multi30k/en_de --evaluate-only \
+    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --budget 60m      # model in runs/multi30k/en_de
+    python benchmarks/multi30k.py configs/multi30k_en_de.yaml --evaluate-only \
         --precisions fp32,bf16,int8        # score the trained model again, decoding in three precisions
 
-Writes ``result.json`` and ``result.md`` in --out: parameters, training target tokens/s, seconds per
+Writes ``--out`` (default docs/results/multi30k_SRC_TRG.json) and its Markdown twin: parameters, training target tokens/s, seconds per
 epoch, validation BLEU against elapsed time, test BLEU greedy and beam 5 (sacreBLEU cased 13a and
 lowercased, with signatures), decoding sentences/s greedy and beam 5, peak RSS. A benchmark, not a
 test: figures depend on the machine; the machine is written into the result.
@@ -14,29 +14,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from machine import cpu_model  # noqa: E402
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from common import (
+    REPO,
+    RESULTS,
+    machine,
+    multi30k_dir,
+    peak_rss_mib,
+    read_metrics,
+    timed_translation,
+    training_rate,
+    write_json,
+)
 
 
 def test_scores(translator, sources: list[str], references: list[str], beam: int) -> dict:
     from attnmt.evaluate import score_corpus
 
-    translator.translate(sources[:32], beam=beam)  # warm-up
-    started = time.perf_counter()
-    outputs = [t.text for t in translator.translate(sources, beam=beam)]
-    seconds = time.perf_counter() - started
+    translations, seconds = timed_translation(translator, sources, beam)
+    outputs = [t.text for t in translations]
     cased = score_corpus(outputs, references, metrics=("bleu", "chrf"))
     lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
     return {
@@ -52,18 +50,17 @@ def test_scores(translator, sources: list[str], references: list[str], beam: int
 
 def summarise(model_dir: Path) -> dict:
     """Training figures from the run's metrics log."""
-    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    stop = [e for e in events if e["event"] == "stop"][-1]
-    windows = [e for e in events if e["event"] == "train"]
-    rates = [e["tokens_per_second"] for e in windows[1:]] or [e["tokens_per_second"] for e in windows]
+    stop = read_metrics(model_dir, "stop")[-1]
+    windows = read_metrics(model_dir, "train")
+    rate = training_rate(model_dir)
     validations = [{"step": e["step"], "elapsed_s": round(e["elapsed"]), "bleu": round(e["bleu"], 2)}
-                   for e in events if e["event"] == "valid"]
+                   for e in read_metrics(model_dir, "valid")]
     last_epoch = max((e.get("epoch", 1) for e in windows), default=1)
     return {
         "steps": stop["step"],
         "train_seconds": round(stop["elapsed"]),
         "stop_reason": stop["reason"],
-        "tokens_per_second": round(statistics.median(rates)) if rates else None,
+        "tokens_per_second": None if rate is None else round(rate),
         "seconds_per_epoch": round(stop["elapsed"] / max(last_epoch, 1)) if last_epoch > 1 else None,
         "epochs_started": last_epoch,
         "validation": validations,
@@ -108,11 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path)
     parser.add_argument("--budget", default=None, help="train.max_time, e.g. 60m (default: the config's)")
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--data", type=Path, default=multi30k_dir(), help="Multi30k (default $ATTNMT_DATA/multi30k)")
+    parser.add_argument("--model-dir", type=Path, help="where the model is trained (default runs/multi30k/SRC_TRG)")
+    parser.add_argument("--out", type=Path, help="the result JSON, a Markdown twin beside it "
+                                                 "(default docs/results/multi30k_SRC_TRG.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--evaluate-only", action="store_true", help="score the model already in --out/model")
+    parser.add_argument("--evaluate-only", action="store_true", help="score the model already in --model-dir")
     parser.add_argument("--precisions", default="fp32", help="decoding precisions to score, e.g. fp32,bf16,int8")
     args = parser.parse_args()
 
@@ -120,7 +118,7 @@ def main() -> None:
 
     from attnmt.config import load_config
     from attnmt.data.corpus import read_lines
-    from attnmt.train import train
+    from attnmt.training.loop import train
     from attnmt.translator import Translator
 
     overrides = [f"data.train={args.data}/train", f"data.valid={args.data}/val", *args.overrides]
@@ -128,9 +126,9 @@ def main() -> None:
         overrides.append(f"train.max_time={args.budget}")
     config = load_config(args.config, overrides)
     src, trg = config.data.src_lang, config.data.trg_lang
-    args.out.mkdir(parents=True, exist_ok=True)
-    model_dir = args.out / "model"
-    previous = json.loads((args.out / "result.json").read_text()) if (args.out / "result.json").exists() else {}
+    model_dir = args.model_dir or REPO / "runs" / "multi30k" / f"{src}_{trg}"
+    out = args.out or RESULTS / f"multi30k_{src}_{trg}.json"
+    previous = json.loads(out.read_text()) if args.evaluate_only and out.exists() else {}
     if not args.evaluate_only:
         train(config, model_dir, overwrite=True, progress=False)
         previous = {}
@@ -144,21 +142,20 @@ def main() -> None:
         translator = Translator.load(model_dir, precision=precision)
         tests += [test_scores(translator, sources, references, beam) for beam in (1, 5)]
     command = (f"python benchmarks/multi30k.py {args.config} --budget {args.budget or config.train.max_time} "
-               f"--out {args.out}" + "".join(f" --set {o}" for o in args.overrides))
+               f"--model-dir {model_dir}" + "".join(f" --set {o}" for o in args.overrides))
     result = {
         "direction": f"{src}→{trg}",
         "budget": f"{config.train.max_time / 60:.0f} min",
         "command": previous.get("command", command),
         "evaluate_command": "python benchmarks/multi30k.py " + " ".join(sys.argv[1:]) if args.evaluate_only else None,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads()},
+        "machine": machine(),
         "parameters": parameters,
         "train": summarise(model_dir),
         "test_2016_flickr": tests,
         "peak_rss_mib": max(peak_rss_mib(), previous.get("peak_rss_mib", 0.0)),
     }
-    (args.out / "result.json").write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
-    (args.out / "result.md").write_text(markdown(result), encoding="utf-8")
+    write_json(out, result)
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
     print(markdown(result))
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common import RESULTS, machine, write_json
+
 HOST = "127.0.0.1"
 
 
@@ -48,7 +50,7 @@ class LoadResult:
 
 
 def load_sentences(model_dir: Path, path: Path | None) -> list[str]:
-    from attnmt.checkpoint import load_config_file
+    from attnmt.store import load_config_file
     from attnmt.data.corpus import read_lines, read_parallel
 
     if path is not None:
@@ -212,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server (default 1)")
     parser.add_argument("--device", default="cpu", help="the server's torch device (default cpu)")
     parser.add_argument("--sentences", type=Path, default=None, help="file of source sentences, one per line")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
+    parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json",
+                        help="write the results here as JSON (default docs/results/serve_load.json)")
     parser.add_argument("--log-dir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")))
     args = parser.parse_args(argv)
 
@@ -230,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
           f"torch thread(s); {len(sentences)} sentences; beam {args.beam or 'of the model'}; "
           f"attention {'on' if args.attention else 'off'}; {args.clients} clients, {args.duration:g} s per mode\n")
     print(markdown_table(results))
-    if args.json is not None:
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    write_json(args.out, {"machine": machine(), "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+                          "results": [asdict(r) for r in results]})
     return 1 if any(r.errors for r in results) else 0
 
 

@@ -43,61 +43,24 @@ from pathlib import Path
 import torch
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-from joey_export import export as export_to_joey  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from common import (
+    REPO,
+    RESULTS,
+    machine,
+    matmul_gflops,
+    multi30k_dir,
+    read_metrics,
+    require_multi30k,
+    timed_translation,
+    training_rate,
+)
+from joey_export import export as export_to_joey
+
 JOEY_SCRIPT = REPO.parent / "shared" / "peers" / "joeynmt" / "run.sh"
 JOEY_ROOT = Path("/tmp/peers/joeynmt")
 JOEY_BATCH_SENTENCES = 64
 # What makes attnmt's model Joey NMT's exactly (see joey_export.py): no bias in the output layer.
 JOEY_ARCHITECTURE = ("model.output_bias=false",)
-
-
-def matmul_gflops(threads: int, dtype: torch.dtype, size: int = 2048, seconds: float = 3.0) -> float:
-    """Sustained GFLOP/s of one square matrix product, the best case for this CPU and library."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
-
-
-def forward_macs(model, src_len: float = 15.0) -> tuple[float, float]:
-    """Multiply-adds of one forward pass: (per source token, per target token).
-
-    Per source token: the bidirectional encoder RNN and the attention keys; per target token (in
-    search: per live hypothesis and step): the decoder RNN, the attention scores and context
-    (``src_len`` each), the attentional layer and the output layer. Embedding look-ups, the bridge
-    and element-wise work are left out.
-    """
-    enc, dec = model.encoder.rnn, model.decoder.rnn
-    gates = 4 if isinstance(enc, torch.nn.LSTM) else 3
-
-    def rnn_macs(rnn) -> int:
-        directions = 2 if rnn.bidirectional else 1
-        return directions * sum(gates * rnn.hidden_size * (getattr(rnn, f"weight_ih_l{layer}").size(1) + rnn.hidden_size)
-                                for layer in range(rnn.num_layers))
-
-    attention = model.decoder.attention
-    keys = attention.key_projection.weight.numel() if hasattr(attention, "key_projection") else 0
-    scores_and_context = src_len * (dec.hidden_size + model.encoder.output_size) if attention.kind != "none" else 0
-    per_source = rnn_macs(enc) + keys
-    per_target = (rnn_macs(dec) + scores_and_context + model.decoder.attentional_layer.weight.numel()
-                  + model.output_layer.weight.numel())
-    return float(per_source), float(per_target)
-
-
-def train_flops_per_target_token(model, src_per_trg: float) -> float:
-    """FLOPs of a training step per target token: the forward multiply-adds (``forward_macs``, at a
-    typical Multi30k sentence of 15 tokens) times 2 (FLOPs) times 3 (forward, and backward twice:
-    gradients of inputs and of weights). ``src_per_trg``: source tokens per target token."""
-    per_source, per_target = forward_macs(model)
-    return 6.0 * (per_source * src_per_trg + per_target)
 
 
 def attnmt_config(data: Path, input_feeding: bool, precision: str, threads: int, seconds: float, batch_tokens: int,
@@ -135,32 +98,34 @@ def batch_tokens_for(data, sentences: int) -> int:
 
 def train_attnmt(data: Path, work: Path, name: str, input_feeding: bool, precision: str, threads: int,
                  seconds: float, batch_tokens: int, steps: int = 0, extra: tuple[str, ...] = ()) -> dict:
-    from attnmt.train import train
+    from attnmt.training.loop import train
 
     model_dir = work / name
     config = attnmt_config(data, input_feeding, precision, threads, seconds, batch_tokens, steps, extra)
     result = train(config, model_dir, overwrite=True, progress=False, log=lambda message: None)
-    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
-    rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]  # the first window warms up
-    if not rates and not steps:
+    if len(read_metrics(model_dir, "train")) < 2 and not steps:
         sys.exit(f"attnmt {name}: {seconds} s of training logged fewer than two windows of "
                  f"train.log_every steps; give --train-seconds more time")
+    rate = training_rate(model_dir)
     return {"name": name, "input_feeding": input_feeding, "precision": precision, "threads": threads,
             "batch_tokens": batch_tokens, "steps": result.steps,
-            "tokens_per_second": round(statistics.median(rates)) if rates else None, "model_dir": str(model_dir),
-            "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
+            "tokens_per_second": None if rate is None else round(rate), "model_dir": str(model_dir),
+            "best_valid_bleu": _best_valid_bleu(model_dir)}
+
+
+def _best_valid_bleu(model_dir: Path) -> float | None:
+    return max((e["bleu"] for e in read_metrics(model_dir, "valid") if "bleu" in e), default=None)
 
 
 def describe_model(model_dir: Path) -> dict:
     """What ``train_attnmt`` reports, read back from a model directory trained before."""
-    from attnmt.checkpoint import load_config_file
+    from attnmt.store import load_config_file
 
     config = load_config_file(model_dir)
-    events = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     return {"name": model_dir.name, "input_feeding": config.model.input_feeding, "precision": config.train.precision,
             "threads": config.train.num_threads, "batch_tokens": config.train.batch_tokens,
-            "steps": max(e.get("step", 0) for e in events), "model_dir": str(model_dir),
-            "best_valid_bleu": max((e["bleu"] for e in events if e["event"] == "valid" and "bleu" in e), default=None)}
+            "steps": max(e.get("step", 0) for e in read_metrics(model_dir)), "model_dir": str(model_dir),
+            "best_valid_bleu": _best_valid_bleu(model_dir)}
 
 
 def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, precision: str,
@@ -174,10 +139,7 @@ def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, 
     if max_output_length is not None:
         translator.config.decode = replace(translator.config.decode, max_length_ratio=0.0,
                                            max_length_extra=max_output_length)
-    translator.translate(sources[:32], beam=beam)  # warm-up
-    started = time.perf_counter()
-    outputs = translator.translate(sources, beam=beam)
-    seconds = time.perf_counter() - started
+    outputs, seconds = timed_translation(translator, sources, beam)
     return {"beam": beam, "precision": precision, "sentences_per_second": round(len(sources) / seconds, 1),
             "target_tokens_per_second": round(sum(len(t.tokens) + 1 for t in outputs) / seconds),
             "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / len(outputs), 1),
@@ -288,7 +250,7 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
+    parser.add_argument("--data", type=Path, default=multi30k_dir(), help="Multi30k (default $ATTNMT_DATA/multi30k)")
     parser.add_argument("--train-seconds", type=float, default=180)
     parser.add_argument("--joey-seconds", type=int, default=600, help="Joey NMT's training time, for its tokens/s")
     parser.add_argument("--decode-train-seconds", type=float, default=1200,
@@ -299,20 +261,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--skip-joey", action="store_true")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "attnmt-speed")
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed.json")
     args = parser.parse_args()
-    if not (args.data / "train.en.gz").exists():
-        sys.exit(f"Multi30k not found in {args.data} (set ATTNMT_DATA)")
+    require_multi30k(args.data)
     from attnmt.config import load_config
     from attnmt.data.batching import token_batches
     from attnmt.data.corpus import read_lines
     from attnmt.model import Seq2Seq
-    from attnmt.prepare import prepare_data
+    from attnmt.training.prepare import prepare_data
 
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
-    report: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-                                "threads": args.threads},
+    report: dict = {"machine": {**machine(), "threads": args.threads},
                     "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
     report["matmul_gflops"] = {f"{name}, {threads} thread{'s' if threads > 1 else ''}":
                                round(matmul_gflops(threads, dtype), 1)
@@ -336,7 +296,7 @@ def main() -> None:
         report["joey"] = run_joey(args.joey_seconds)
     print("joey training:", {k: v for k, v in report["joey"].items() if k != "log_tail"}, flush=True)
     joey_model = Seq2Seq.from_config(probe.model, vocab, vocab)
-    report["joey_flops_per_target_token"] = train_flops_per_target_token(joey_model, src_per_trg)
+    report["joey_flops_per_target_token"] = joey_model.train_flops_per_target_token(src_per_trg)
     sources = read_lines(args.data / "test_2016_flickr.en.gz")
     references = read_lines(args.data / "test_2016_flickr.de.gz")
     report["joey_decode"] = []
@@ -351,7 +311,7 @@ def main() -> None:
                               batch_tokens)
         config = load_config(Path(result["model_dir"]) / "config.yaml")
         model = Seq2Seq.from_config(config.model, vocab, vocab)
-        flops = train_flops_per_target_token(model, src_per_trg)
+        flops = model.train_flops_per_target_token(src_per_trg)
         batches = token_batches(data.train_src_lengths, data.train_trg_lengths, batch_tokens, shuffle=True, seed=1, epoch=0)
         result.update(flops_per_target_token=round(flops / 1e6, 1),
                       sentences_per_batch=len(data.train_src) / len(batches),

@@ -20,14 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, multi30k_dir
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=REPO / "src", help="the attnmt source tree to measure")
-    parser.add_argument("--data", type=Path,
-                        default=Path(os.environ.get("ATTNMT_DATA", REPO.parent / "shared" / "data")) / "multi30k")
+    parser.add_argument("--data", type=Path, default=multi30k_dir(), help="Multi30k (default $ATTNMT_DATA/multi30k)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16 or both (bf16 is slow where the CPU "
+                                                                  "has no AVX-512 BF16 or AMX)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--batches", type=int, default=60, help="timed batches per setting (after 5 warm-up ones)")
     parser.add_argument("--batch-tokens", type=int, default=1024, help="1024: about 60 sentences, Joey's batch")
@@ -37,7 +38,7 @@ def main() -> None:
 
     import torch
 
-    from attnmt import train as training
+    from attnmt.training import loop as training
     from attnmt.config import load_config
     from attnmt.data.batching import collate, token_batches
     from attnmt.model import Seq2Seq
@@ -48,8 +49,6 @@ def main() -> None:
                  "model.share_embeddings=true", "model.tie_output=false"]
     data_cache = args.work / "data.pkl"  # the same token ids for every source tree
     if not data_cache.exists():
-        from attnmt.prepare import prepare_data
-
         data = prepare_data(load_config(None, overrides), args.work / "tokenizer", log=lambda message: None)
         args.work.mkdir(parents=True, exist_ok=True)
         data_cache.write_bytes(pickle.dumps((data.train_src, data.train_trg, data.src_tokenizer.vocab_size)))
@@ -60,7 +59,7 @@ def main() -> None:
     print(f"{args.src}: {args.threads} threads, {len(src_ids) / len(epoch):.0f} sentences a batch")
 
     for input_feeding in (True, False):
-        for precision in ("fp32", "bf16"):
+        for precision in args.precisions.split(","):
             config = load_config(None, [*overrides, f"model.input_feeding={str(input_feeding).lower()}"])
             torch.manual_seed(0)
             model = Seq2Seq.from_config(config.model, vocab_size, vocab_size)

@@ -30,7 +30,7 @@ def data_dir() -> Path:
 
 
 def _train_toy_model(root: Path, attention: str) -> Path:
-    from attnmt.train import train
+    from attnmt.training.loop import train
     from toy import toy_config, write_toy_corpus
 
     train_prefix, valid_prefix = write_toy_corpus(root / "data", n_train=400)

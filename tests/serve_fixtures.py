@@ -20,7 +20,7 @@ from attnmt.translator import Translator
 @pytest.fixture(scope="session")
 def char_model_dir(tmp_path_factory) -> Path:
     """About 5 s of training: the outputs are rough, which the serving tests do not mind."""
-    from attnmt.train import train
+    from attnmt.training.loop import train
     from toy import toy_config, write_toy_corpus
 
     root = tmp_path_factory.mktemp("serve_model")

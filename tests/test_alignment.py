@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnmt.alignment import (
+from attnmt.explain.alignment import (
     GoldAlignment,
     WordAlignment,
     alignment_error_rate,

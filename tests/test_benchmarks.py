@@ -3,6 +3,7 @@ cannot fail at the end for a reason a minute would have shown. They measure noth
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_script(name: str):
+    """A benchmark script as a module; its folder on sys.path, as ``python benchmarks/NAME.py`` has it."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -26,7 +30,7 @@ def test_attention_vs_none_trains_both_and_writes_table_json_and_figure(tmp_path
     config.data.test = valid_prefix
     (tmp_path / "toy.yaml").write_text(config.to_yaml(), encoding="utf-8")
     out = tmp_path / "out"
-    argv = [str(tmp_path / "toy.yaml"), "--out", str(out), "--max-time", "30s", "--set", "train.max_steps=40",
+    argv = [str(tmp_path / "toy.yaml"), "--work", str(out), "--out", str(out / "by_length.json"), "--max-time", "30s", "--set", "train.max_steps=40",
             "--bucket-width", "2", "--min-bucket", "5", "--beam", "2"]
     assert script.main(argv) == 0
 
@@ -66,6 +70,6 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
     assert greedy["sentences"] == 4
     assert greedy["hypothesis_rows"] == sum(len(t.tokens) + 1 for t in translations)
     assert json.loads((tmp_path / "greedy.json").read_text(encoding="utf-8"))["hypothesis_rows"] == greedy["hypothesis_rows"]
-    beam = script.main(argv + ["--beam", "3"])
+    beam = script.main(argv + ["--beam", "3", "--out", str(tmp_path / "beam.json")])
     assert beam["hypothesis_rows"] > greedy["hypothesis_rows"]
     assert beam["mflop_per_sentence"] > greedy["mflop_per_sentence"] > 0

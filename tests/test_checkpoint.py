@@ -5,15 +5,13 @@ import os
 import pytest
 import torch
 
-from attnmt.checkpoint import (
-    CheckpointError,
+from attnmt.errors import CheckpointError
+from attnmt.store import atomic_write_text, load_weights, save_weights
+from attnmt.training.state import (
     TrainerState,
-    atomic_write_text,
     load_trainer_state,
-    load_weights,
     rng_state,
     save_trainer_state,
-    save_weights,
 )
 from attnmt.config import ModelConfig
 from attnmt.model import Seq2Seq
@@ -117,7 +115,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     class Boom(Exception):
         pass
 
-    from attnmt.checkpoint import atomic_write
+    from attnmt.store import atomic_write
 
     def failing_write(tmp):
         tmp.write_text("half")

@@ -206,3 +206,28 @@ def test_plot_and_align_refuse_a_model_without_attention(toy_none_model_dir, tmp
     (tmp_path / "t").write_text("eins\n", encoding="utf-8")
     code, _, error = cli_here(capsys, "align", toy_none_model_dir, "--src", tmp_path / "s", "--trg", tmp_path / "t")
     assert code == 1 and "has no attention (model.attention: none)" in error
+
+
+def test_subcommands_that_need_no_model_never_import_torch(tmp_path):
+    """``data``, ``evaluate --hyp`` and ``align --hyp`` run without the model stack: torch (and with it
+    the training code) is not even imported, so they start fast and work where torch is not installed."""
+    (tmp_path / "hyp.txt").write_text("ein Mann\nzwei Hunde\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("ein Mann\nzwei Katzen\n", encoding="utf-8")
+    (tmp_path / "links.txt").write_text("0-0 1-1\n0-0\n", encoding="utf-8")
+    (tmp_path / "gold.txt").write_text("0-0 1-1\n0-0 1p1\n", encoding="utf-8")
+    source = tmp_path / "multi30k"
+    source.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        for lang in ("en", "de"):
+            (source / f"{split}.{lang}").write_text("a line\n", encoding="utf-8")
+    commands = [
+        ["evaluate", "--hyp", tmp_path / "hyp.txt", "--ref", tmp_path / "ref.txt"],
+        ["align", "--hyp", tmp_path / "links.txt", "--gold", tmp_path / "gold.txt"],
+        ["data", "multi30k", "--pair", "en-de", "--out", tmp_path / "out", "--from", source],
+    ]
+    program = ("import sys\nfrom attnmt.cli import main\ncode = main(sys.argv[1:])\n"
+               "print('torch imported' if 'torch' in sys.modules else 'no torch', code)")
+    for command in commands:
+        result = subprocess.run([sys.executable, "-c", program, *map(str, command)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.stdout.splitlines()[-1].startswith("no torch"), (command, result.stdout, result.stderr)

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from attnmt.checkpoint import TRAINER_STATE_FILE
+from attnmt.store import TRAINER_STATE_FILE
 from attnmt.config import ConfigError, ModelConfig
 from attnmt.data.batching import collate
-from attnmt.device import MixedPrecision, resolve_device
+from attnmt.runtime import MixedPrecision, resolve_device
 from attnmt.model import Seq2Seq
-from attnmt.train import train
+from attnmt.training.loop import train
 from toy import toy_config, write_toy_corpus
 
 

@@ -20,14 +20,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from attnmt.checkpoint import TRAINER_STATE_FILE, WEIGHTS_FILE, previous_path
+from attnmt.store import TRAINER_STATE_FILE, WEIGHTS_FILE, previous_path
 from attnmt.config import Config, ModelConfig
 from attnmt.data.batching import collate
-from attnmt.device import MixedPrecision
-from attnmt.distributed import Worker, step_groups
+from attnmt.runtime import MixedPrecision
+from attnmt.training.distributed import Worker, step_groups
 from attnmt.model import Seq2Seq
-from attnmt.train import TrainingError, accumulate_gradients, batch_loss, train
-from toy import toy_config, write_toy_corpus
+from attnmt.training.loop import TrainingError, accumulate_gradients, batch_loss, train
+from toy import StepClock, toy_config, write_toy_corpus
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
@@ -107,7 +107,8 @@ def train_on_two_processes(config: Config, model_dir: Path, resume: bool = False
                            second_model_dir: Path | None = None, fast_clock: bool = False, timeout: float = 120) -> None:
     """``train`` in two forked processes that find each other as torchrun's do. The second uses
     ``second_model_dir`` if given (as if the machines shared no file system) and, with
-    ``fast_clock``, a clock that runs 30% fast. If one fails, torch.multiprocessing stops the other
+    ``fast_clock``, clocks that advance a fixed time per reading, the second one's 30% faster (so that
+    a time budget is the same steps on any machine). If one fails, torch.multiprocessing stops the other
     and raises its error here; if they hang, the test fails."""
     with socket.socket() as probe:  # a free port for the main process's rendezvous store
         probe.bind(("127.0.0.1", 0))
@@ -127,8 +128,8 @@ def _train_as_rank(rank: int, port: int, config: Config, model_dirs: list[Path],
                    fast_clock: bool) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if fast_clock and rank == 1:  # this forked process's own time module
-        time.perf_counter = lambda clock=time.perf_counter: 1.3 * clock()
+    if fast_clock:  # this forked process's own time module: a clock of steps, 30% fast in the second process
+        time.perf_counter = StepClock(0.013 if rank == 1 else 0.01)
     try:
         train(config, model_dirs[rank], resume=resume, progress=False, log=quiet)
     except Exception as error:  # kept: when one process fails, which error is reported first is a race

@@ -12,7 +12,7 @@ import yaml
 from attnmt.config import ModelConfig
 from attnmt.data.vocab import PAD_ID, UNK_ID
 from attnmt.model import Seq2Seq
-from attnmt.train import train
+from attnmt.training.loop import train
 from test_benchmarks import load_script
 from toy import toy_config, write_toy_corpus
 
@@ -54,7 +54,7 @@ def joey_shaped_model_dir(tmp_path_factory):
 
 
 def test_models_joey_cannot_represent_are_refused_with_every_reason(joey_export, joey_shaped_model_dir):
-    from attnmt.checkpoint import load_config_file
+    from attnmt.store import load_config_file
 
     config = load_config_file(joey_shaped_model_dir)
     joey_export.check_compatible(config)  # the Joey-shaped one passes

@@ -45,6 +45,15 @@ def test_int8_quantizes_the_linear_and_recurrent_layers(toy_model_dir):
     assert isinstance(Translator.load(toy_model_dir).model.output_layer, torch.nn.Linear)  # fp32 left as it was
 
 
+def test_the_parameter_count_is_the_trained_models_in_every_precision(toy_model_dir):
+    """int8 packs the weights of its layers away from ``parameters()``: the count is taken before."""
+    fp32 = Translator.load(toy_model_dir)
+    assert fp32.num_parameters == sum(p.numel() for p in fp32.model.parameters()) > 0
+    for precision in ("bf16", "int8"):
+        assert Translator.load(toy_model_dir, precision=precision).num_parameters == fp32.num_parameters
+    assert sum(p.numel() for p in Translator.load(toy_model_dir, precision="int8").model.parameters()) < fp32.num_parameters
+
+
 def test_an_unknown_precision_is_a_clear_error(toy_model_dir):
     with pytest.raises(ConfigError, match="fp32, bf16, int8"):
         Translator.load(toy_model_dir, precision="fp8")

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from attnmt.progress import TrainingProgress
+from attnmt.training.progress import TrainingProgress
 
 
 def drawn(monkeypatch, **arguments) -> tuple[TrainingProgress, io.StringIO]:

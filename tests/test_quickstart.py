@@ -9,7 +9,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from attnmt.datasets.quickstart import SHOWCASE, month_attention_mass, run_quickstart
+from attnmt.apps.quickstart import SHOWCASE, month_attention_mass, run_quickstart
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -16,16 +16,17 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnmt.checkpoint import WEIGHTS_FILE, CheckpointError
+from attnmt.errors import CheckpointError
+from attnmt.store import WEIGHTS_FILE
 from attnmt.cli import main as cli_main
 from attnmt.config import load_config
 from attnmt.data.corpus import CorpusError, count_lines, read_parallel, split_lines
 from attnmt.data.text import clean_line
 from attnmt.data.vocab import UNK_ID
-from attnmt.prepare import prepare_data
+from attnmt.training.prepare import prepare_data
 from attnmt.search import Hypothesis
-from attnmt.segment import join_hypotheses, split_points
-from attnmt.train import train
+from attnmt.decoding import join_hypotheses, split_points
+from attnmt.training.loop import train
 from attnmt.translator import Translator
 from toy import LEXICON, toy_config, write_toy_corpus
 

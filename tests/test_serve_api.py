@@ -15,7 +15,7 @@ httpx = pytest.importorskip("httpx", reason="the API tests need httpx (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from attnmt.alignment import merge_subwords  # noqa: E402
+from attnmt.explain.alignment import merge_subwords  # noqa: E402
 from attnmt.cli import build_parser  # noqa: E402
 from attnmt.serve.app import ServeSettings, create_app  # noqa: E402
 from attnmt.serve.schemas import RequestLimits  # noqa: E402

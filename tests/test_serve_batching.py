@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import numpy as np
 
@@ -15,16 +14,23 @@ from attnmt.translator import Translation
 class FakeDecoder:
     """Records each call; translates a text to its upper case, n-best as "TEXT#k"."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, hold: bool = False) -> None:
+        """hold: the first call waits until ``release`` is set (``started`` says it has begun)."""
         self.calls: list[tuple[list[str], int, int]] = []
         self.threads: set[str] = set()
-        self.delay = delay
+        self.started, self.release = threading.Event(), threading.Event()
+        if not hold:
+            self.release.set()
 
     def __call__(self, texts, beam, n_best, length_penalty):
         self.calls.append((list(texts), beam, n_best))
         self.threads.add(threading.current_thread().name)
-        time.sleep(self.delay)
+        self.started.set()
+        self.release.wait()
         return [[_translation(f"{text.upper()}#{k}") for k in range(n_best)] for text in texts]
+
+
+NEVER = 3600.0  # a gathering window that only fullness closes within a test
 
 
 def _translation(text: str) -> Translation:
@@ -48,7 +54,7 @@ def texts_of(results) -> list[list[str]]:
 
 def test_concurrent_requests_share_one_call_and_get_their_own_results():
     decoder = FakeDecoder()
-    batcher = MicroBatcher(decoder, max_wait=0.05)
+    batcher = MicroBatcher(decoder, max_wait=NEVER, max_batch_texts=4)  # the window closes when 4 texts are in
     requests = [(["a", "b"], SearchOptions(beam=3), 1), (["c"], SearchOptions(beam=3), 2), (["d"], SearchOptions(beam=3), 1)]
     results = run(batcher, requests)
     assert decoder.calls == [(["a", "b", "c", "d"], 3, 2)]  # one call, the largest n-best
@@ -60,7 +66,7 @@ def test_concurrent_requests_share_one_call_and_get_their_own_results():
 def test_different_search_options_are_decoded_apart():
     decoder = FakeDecoder()
     requests = [(["a"], SearchOptions(beam=1), 1), (["b"], SearchOptions(beam=5), 1), (["c"], SearchOptions(beam=1), 1)]
-    results = run(MicroBatcher(decoder, max_wait=0.05), requests)
+    results = run(MicroBatcher(decoder, max_wait=NEVER, max_batch_texts=3), requests)
     assert sorted(decoder.calls) == [(["a", "c"], 1, 1), (["b"], 5, 1)]
     assert texts_of(results) == [[["A#0"]], [["B#0"]], [["C#0"]]]
 
@@ -68,10 +74,8 @@ def test_different_search_options_are_decoded_apart():
 def test_a_full_batch_goes_without_waiting():
     decoder = FakeDecoder()
     requests = [([str(i)], SearchOptions(beam=1), 1) for i in range(4)]
-    started = time.monotonic()
-    run(MicroBatcher(decoder, max_wait=10.0, max_batch_texts=2), requests)  # only fullness closes a 10 s window
+    run(MicroBatcher(decoder, max_wait=NEVER, max_batch_texts=2), requests)  # only fullness closes a window
     assert [texts for texts, _, _ in decoder.calls] == [["0", "1"], ["2", "3"]]
-    assert time.monotonic() - started < 5
 
 
 def test_without_batching_every_request_is_its_own_call():
@@ -83,23 +87,26 @@ def test_without_batching_every_request_is_its_own_call():
 
 
 def test_a_request_that_timed_out_while_queued_is_not_decoded():
-    decoder = FakeDecoder(delay=0.2)
+    """Events order everything: "slow" holds the decoding thread until the test lets it go, so "late"
+    is still queued when its caller gives up (as a timeout does: by cancelling the request's task)."""
+    decoder = FakeDecoder(hold=True)
 
     async def main():
         batcher = MicroBatcher(decoder, max_wait=0.0)
         await batcher.start()
         first = asyncio.create_task(batcher.submit(["slow"], SearchOptions(beam=1)))
-        await asyncio.sleep(0.05)  # "slow" is being decoded; the next request queues behind it
-        try:
-            await asyncio.wait_for(batcher.submit(["late"], SearchOptions(beam=1)), timeout=0.01)
-        except TimeoutError:
-            pass
-        third = await batcher.submit(["next"], SearchOptions(beam=1))
+        await asyncio.to_thread(decoder.started.wait)  # "slow" is being decoded
+        late = asyncio.create_task(batcher.submit(["late"], SearchOptions(beam=1)))
+        await asyncio.sleep(0)  # "late" reaches the queue behind "slow"
+        late.cancel()
+        decoder.release.set()
         await first
+        third = await batcher.submit(["next"], SearchOptions(beam=1))
         await batcher.stop()
-        return third
+        return third, late.cancelled()
 
-    third = asyncio.run(main())
+    third, late_cancelled = asyncio.run(main())
+    assert late_cancelled
     assert [texts for texts, _, _ in decoder.calls] == [["slow"], ["next"]]
     assert third[0][0].text == "NEXT#0"
 

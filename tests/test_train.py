@@ -4,6 +4,7 @@ import copy
 import json
 import re
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,15 +13,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import attnmt.train as training
-from attnmt.checkpoint import METRICS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
+import attnmt.training.loop as training
+import attnmt.training.prepare as preparation
+from attnmt.store import METRICS_FILE, TRAINER_STATE_FILE, WEIGHTS_FILE
 from attnmt.config import Config, VocabConfig
 from attnmt.data.corpus import CorpusError
-from attnmt.train import TrainingError, train
+from attnmt.training.loop import TrainingError, train
 from attnmt.data.batching import collate
 from attnmt.search import beam_search, greedy_search
-from attnmt.translator import Translator, max_target_lengths
-from toy import LEXICON, toy_config, toy_pairs, write_toy_corpus
+from attnmt.decoding import max_target_lengths
+from attnmt.translator import Translator
+from toy import LEXICON, StepClock, toy_config, toy_pairs, write_toy_corpus
 
 
 def quiet(message: str) -> None:
@@ -101,7 +104,7 @@ def keep_what_training_saves(monkeypatch) -> dict[str, list]:
     """Spy on training: a copy of the model each time its best weights are written, and the prepared
     data with its tokenizers as training built them. The real functions still run."""
     kept: dict[str, list] = {"models": [], "data": []}
-    real_save_weights, real_prepare_data = training.save_weights, training.prepare_data
+    real_save_weights, real_prepare_data = training.save_weights, preparation.prepare_data
 
     def save_weights(model, path):
         kept["models"].append(copy.deepcopy(model))
@@ -112,7 +115,7 @@ def keep_what_training_saves(monkeypatch) -> dict[str, list]:
         return kept["data"][-1]
 
     monkeypatch.setattr(training, "save_weights", save_weights)
-    monkeypatch.setattr(training, "prepare_data", prepare_data)
+    monkeypatch.setattr(preparation, "prepare_data", prepare_data)
     return kept
 
 
@@ -225,10 +228,15 @@ def test_no_progress_bar_unless_stderr_is_a_terminal(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_a_run_bounded_only_by_time_shows_seconds_of_the_budget_with_step_loss_and_throughput(tmp_path, capsys):
+def test_a_run_bounded_only_by_time_shows_seconds_of_the_budget_with_step_loss_and_throughput(
+    tmp_path, capsys, monkeypatch
+):
     train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=100)
     config = toy_config(train_prefix, valid_prefix, max_steps=0, max_time=2.0, valid_every=10_000, log_every=5)
+    monkeypatch.setattr(time, "perf_counter", StepClock(0.01))  # the same steps on any machine
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # and every update drawn, however fast it comes
     result = train(config, tmp_path / "model", progress=True, log=quiet)
+    monkeypatch.undo()
     lines = capsys.readouterr().err.replace("\n", "\r").split("\r")
     bar = re.compile(r"^ *(\d+)%\|.*\| \d+/2s \[\d\d:\d\d<\d\d:\d\d, step=(\d+), loss=[\d.]+, tok_s=\d+\]$")
     drawn = [match for match in map(bar.match, lines) if match]

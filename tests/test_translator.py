@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from attnmt.alignment import NoAttentionError
+from attnmt.explain.alignment import NoAttentionError
 from attnmt.config import DecodeConfig
 from attnmt.translator import Translator
 from toy import toy_pairs

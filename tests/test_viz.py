@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from attnmt.evaluate import length_buckets, score_by_length
-from attnmt.viz import Heatmap, plot_attention, plot_heatmaps, plot_scores_by_length
+from attnmt.explain.viz import Heatmap, plot_attention, plot_heatmaps, plot_scores_by_length
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -19,7 +19,7 @@ def random_attention(trg_len: int, src_len: int, seed: int = 0) -> np.ndarray:
 
 
 def test_import_does_not_load_matplotlib():
-    code = "import sys, attnmt.viz; assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules"
+    code = "import sys, attnmt.explain.viz; assert 'matplotlib' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -27,8 +27,9 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
     _add_search_options(p)
     _add_precision_option(p)
-    p.add_argument("--n-best", type=int, default=1,
-                   help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...'")
+    p.add_argument("--n-best", type=int, default=None,
+                   help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...' "
+                        "(default: decode.n_best of the model's config)")
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="invalid UTF-8 in the input: stop with an error (strict) or replace it")
     p.set_defaults(run=_run_translate)
@@ -149,7 +150,7 @@ def _log(message: str) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from attnmt.config import load_config
-    from attnmt.train import train
+    from attnmt.training import train
 
     config = load_config(args.config, args.overrides)
     result = train(config, args.model_dir, resume=args.resume, overwrite=args.overwrite,
@@ -173,8 +174,10 @@ def _run_translate(args: argparse.Namespace) -> int:
 
     lines = _read_input(args.input, args.encoding_errors)
     translator = Translator.load(args.model_dir, precision=args.precision)
-    results = translator.translate_n_best(lines, beam=args.beam, n_best=args.n_best, length_penalty=args.length_penalty)
-    if args.n_best > 1:
+    search = translator.search_settings(args.beam, args.n_best, args.length_penalty)
+    results = translator.translate_n_best(lines, beam=search.beam_size, n_best=search.n_best,
+                                          length_penalty=search.length_penalty)
+    if search.n_best > 1:
         out_lines = [" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) for n_best in results]
     else:
         out_lines = [n_best[0].text for n_best in results]
@@ -226,7 +229,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     reports = [score_by_length(name, hypotheses, references, buckets, **options) for name, hypotheses in systems]
     print(format_length_table(reports))
     if args.plot is not None:
-        from attnmt.viz import plot_scores_by_length
+        from attnmt.explain.viz import plot_scores_by_length
 
         plot_scores_by_length(reports, args.plot, title=f"{args.src.name} by source length")
         _log(f"scores by length drawn in {args.plot}")
@@ -234,23 +237,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_plot(args: argparse.Namespace) -> int:
-    from attnmt.alignment import merge_subwords
+    from attnmt.explain.alignment import word_attention
+    from attnmt.explain.viz import Heatmap, plot_heatmaps
     from attnmt.translator import Translator
-    from attnmt.viz import Heatmap, plot_heatmaps
 
     translator = Translator.load(args.model_dir)
-    if not translator.model.has_attention:
+    if not translator.has_attention:
         raise SystemExit(f"attnmt plot: {args.model_dir} has no attention (model.attention: none); nothing to plot")
     translations = translator.translate(args.sentences, beam=args.beam, length_penalty=args.length_penalty)
     heatmaps = []
     for sentence, translation in zip(args.sentences, translations):
         if not translation.tokens and translation.attention.size == 0:
             raise SystemExit(f"attnmt plot: the sentence {sentence!r} is empty; nothing to plot")
-        src_labels, trg_labels = translation.attention_labels
-        attention = translation.attention
-        if args.words:
-            attention, src_labels, trg_labels = merge_subwords(attention, src_labels, trg_labels)
-        heatmaps.append(Heatmap(attention, src_labels, trg_labels, title=translation.text))
+        heatmaps.append(Heatmap(*word_attention(translation, words=args.words), title=translation.text))
     plot_heatmaps(heatmaps, args.output, columns=args.columns)
     print("\n".join(t.text for t in translations) + f"\nattention heatmap{'s' * (len(heatmaps) > 1)} written to "
           f"{args.output}")
@@ -258,7 +257,7 @@ def _run_plot(args: argparse.Namespace) -> int:
 
 
 def _run_align(args: argparse.Namespace) -> int:
-    from attnmt.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
+    from attnmt.explain.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
     from attnmt.data.corpus import read_lines
 
     if (args.model_dir is None) == (args.hyp is None):
@@ -305,7 +304,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from attnmt.datasets.quickstart import run_quickstart
+    from attnmt.apps.quickstart import run_quickstart
 
     report = run_quickstart(args.out, seed=args.seed, max_time=args.max_time,
                             progress=False if args.no_progress else None, log=_log)

@@ -16,9 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used, with a message that says which key and why."""
+from attnmt.errors import ConfigError
 
 
 @dataclass

@@ -22,15 +22,12 @@ from pathlib import Path
 from typing import BinaryIO, Literal, Sequence
 
 from attnmt.data.text import clean_line
+from attnmt.errors import CorpusError
 
 EncodingErrors = Literal["strict", "replace"]
 
 _CHUNK_BYTES = 1 << 20
 _BOM = "\ufeff"
-
-
-class CorpusError(ValueError):
-    """A corpus that cannot be read as parallel text; the message names the file (and line)."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ Public API:
     SubwordTokenizer.load(path) -> SubwordTokenizer
     .encode(text) -> list[int]       .encode_batch(texts) -> list[list[int]]
     .pieces(text) -> list[str]       .decode(ids) -> str     .id_to_piece(id) -> str
-    .vocab_size  .model_type  .byte_fallback
+    .vocab_size  .byte_fallback
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ ModelType = Literal["unigram", "bpe", "char"]
 logger = logging.getLogger(__name__)
 
 _SPECIAL_IDS = frozenset({PAD_ID, BOS_ID, EOS_ID})  # dropped by decode; UNK decodes to " ⁇ "
-_MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}  # TrainerSpec.ModelType
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. \d+ vs (\d+)")
 
 
@@ -48,7 +47,6 @@ class SubwordTokenizer:
         wrong = [f"{name} id {found} (expected {wanted})" for name, (found, wanted) in ids.items() if found != wanted]
         if wrong:
             raise ValueError(f"SentencePiece model has the wrong special ids: {', '.join(wrong)}")
-        self._model_type, self._byte_fallback = _read_trainer_spec(processor.serialized_model_proto())
 
     @classmethod
     def train(
@@ -113,13 +111,10 @@ class SubwordTokenizer:
         return self.processor.get_piece_size()
 
     @property
-    def model_type(self) -> str:
-        """``unigram``, ``bpe``, ``char`` (or ``word`` for a model trained elsewhere)."""
-        return self._model_type
-
-    @property
     def byte_fallback(self) -> bool:
-        return self._byte_fallback
+        """Whether unseen characters are spelled as UTF-8 bytes: the model has byte pieces, which
+        SentencePiece puts right after the special ones."""
+        return self.vocab_size > EOS_ID + 1 and self.processor.is_byte(EOS_ID + 1)
 
     def encode(self, text: str) -> list[int]:
         """Subword ids of one text, without BOS or EOS."""
@@ -148,40 +143,3 @@ def _train_proto(sentences: list[str], seed: int, options: dict) -> bytes:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, **options)
     return model.getvalue()
-
-
-def _read_trainer_spec(proto: bytes) -> tuple[str, bool]:
-    """(model type, byte_fallback) from a serialized ModelProto, read without protobuf:
-    ModelProto field 2 is the TrainerSpec, whose field 3 is model_type and field 35 byte_fallback."""
-    trainer_spec = _protobuf_fields(proto).get(2, b"")
-    fields = _protobuf_fields(trainer_spec)
-    return _MODEL_TYPES.get(fields.get(3, 1), "unknown"), bool(fields.get(35, 0))
-
-
-def _protobuf_fields(data: bytes) -> dict[int, int | bytes]:
-    """The last value of every field of one protobuf message (varints and length-delimited only)."""
-
-    def varint(position: int) -> tuple[int, int]:
-        value = shift = 0
-        while True:
-            byte = data[position]
-            value |= (byte & 0x7F) << shift
-            position, shift = position + 1, shift + 7
-            if byte < 0x80:
-                return value, position
-
-    fields: dict[int, int | bytes] = {}
-    position = 0
-    while position < len(data):
-        key, position = varint(position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            fields[number], position = varint(position)
-        elif wire_type == 2:
-            length, position = varint(position)
-            fields[number], position = data[position : position + length], position + length
-        elif wire_type in (1, 5):  # fixed 64 / 32 bits (floats in TrainerSpec)
-            position += 8 if wire_type == 1 else 4
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire_type}")
-    return fields

@@ -32,8 +32,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import os
-import secrets
 import tempfile
 import urllib.error
 import urllib.parse
@@ -43,7 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from attnmt.data.corpus import CorpusError, split_lines
+from attnmt.data.corpus import split_lines
+from attnmt.errors import DownloadError, Multi30kError
+from attnmt.store import atomic_write_bytes
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
 PAIRS: dict[str, tuple[str, str]] = {"en-de": ("en", "de"), "en-fr": ("en", "fr"),
@@ -79,14 +79,6 @@ _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest file is 0.7 MB; a wrong URL must n
 _GZIP_MAGIC = b"\x1f\x8b"
 
 Log = Callable[[str], None]
-
-
-class Multi30kError(CorpusError):
-    """A Multi30k file that is missing, unreadable or fails verification; the message names it."""
-
-
-class DownloadError(OSError):
-    """The files could not be downloaded; the message says how to pass local files instead."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +176,7 @@ def prepare_multi30k(pair: str, out_dir: Path | str, source_dir: Path | str | No
     out_dir.mkdir(parents=True, exist_ok=True)
     for (split, lang), checked in verified.items():
         path = out_dir / f"{split}.{lang}"
-        _write_atomic(path, checked.text)
+        atomic_write_bytes(path, checked.text)
         result.written.append(WrittenFile(path, checked.lines, checked.sha256, checked.checksum_verified))
         how = "sha256 verified" if checked.checksum_verified else "line count verified (no known checksum)"
         log(f"{path}: {checked.lines} lines, {how}")
@@ -276,18 +268,3 @@ def _download(url: str, work_dir: Path, timeout: float, hint: str) -> tuple[str,
         raise DownloadError(f"download of {url} failed ({type(err).__name__}: {err}); {hint}") from err
     finally:
         part.unlink(missing_ok=True)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it: readers never see a partial file.
-    (Not ``tempfile.mkstemp``: its files are private (0600); these get the usual umask mode.)"""
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp_path, "xb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise

@@ -113,4 +113,37 @@ class Seq2Seq(nn.Module):
         return logits, weights
 
     def num_parameters(self) -> int:
+        """Trainable numbers, a tied matrix counted once."""
         return sum(parameter.numel() for parameter in self.parameters())
+
+    def multiply_adds(self, src_len: float = 15.0) -> tuple[float, float]:
+        """Multiply-adds of one forward pass: (per source token, per target token).
+
+        Per source token: the bidirectional encoder RNN and the attention keys; per target token (in
+        search: per live hypothesis and step): the decoder RNN, the attention scores and context
+        (``src_len`` each), the attentional layer and the output layer. Embedding look-ups, the bridge
+        and element-wise work are left out. Read from the module shapes, so call it on a float model
+        (int8 packs its weights away).
+        """
+        encoder_rnn, decoder_rnn = self.encoder.rnn, self.decoder.rnn
+        gates = 4 if isinstance(encoder_rnn, nn.LSTM) else 3
+
+        def rnn_macs(rnn: nn.RNNBase) -> int:
+            directions = 2 if rnn.bidirectional else 1
+            return directions * sum(gates * rnn.hidden_size * (getattr(rnn, f"weight_ih_l{layer}").size(1) + rnn.hidden_size)
+                                    for layer in range(rnn.num_layers))
+
+        attention = self.decoder.attention
+        keys = attention.key_projection.weight.numel() if hasattr(attention, "key_projection") else 0
+        scores_and_context = src_len * (decoder_rnn.hidden_size + self.encoder.output_size) if self.has_attention else 0
+        per_source = rnn_macs(encoder_rnn) + keys
+        per_target = (rnn_macs(decoder_rnn) + scores_and_context + self.decoder.attentional_layer.weight.numel()
+                      + self.output_layer.weight.numel())
+        return float(per_source), float(per_target)
+
+    def train_flops_per_target_token(self, src_per_trg: float, src_len: float = 15.0) -> float:
+        """FLOPs of a training step per target token: the forward multiply-adds (``multiply_adds``, at
+        a typical sentence of ``src_len`` tokens) times 2 (FLOPs) times 3 (forward, and backward
+        twice: gradients of inputs and of weights). ``src_per_trg``: source tokens per target token."""
+        per_source, per_target = self.multiply_adds(src_len)
+        return 6.0 * (per_source * src_per_trg + per_target)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from attnmt.explain.alignment import word_attention
 from attnmt.translator import Translation
-from attnmt.alignment import merge_subwords
 
 WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
 
@@ -127,11 +127,9 @@ def attention_of(translation: Translation) -> Attention | None:
     and for a model without attention (``model.attention: none``)."""
     if translation.attention is None or translation.attention.size == 0:
         return None
-    src_labels, trg_labels = translation.attention_labels
-    words, src_words, trg_words = merge_subwords(translation.attention, src_labels, trg_labels)
     return Attention(
-        pieces=_matrix(translation.attention, src_labels, trg_labels),
-        words=_matrix(words, src_words, trg_words),
+        pieces=_matrix(*word_attention(translation, words=False)),
+        words=_matrix(*word_attention(translation)),
     )
 
 

@@ -21,7 +21,7 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-from attnmt.config import ConfigError
+from attnmt.errors import ConfigError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -73,10 +73,10 @@ def run_quickstart(out_dir: Path, seed: int = 42, max_time: float | None = None,
     are parameters for quick checks; ``attnmt quickstart`` uses the defaults."""
     from attnmt.data.corpus import read_lines
     from attnmt.evaluate import exact_match
-    from attnmt.train import train
+    from attnmt.explain.alignment import word_attention
+    from attnmt.explain.viz import plot_attention
+    from attnmt.training import train
     from attnmt.translator import Translator
-    from attnmt.alignment import merge_subwords
-    from attnmt.viz import plot_attention
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -99,8 +99,7 @@ def run_quickstart(out_dir: Path, seed: int = 42, max_time: float | None = None,
         log(f"  {source!r:32} -> {output}")
 
     translation = translator.translate([HEATMAP_SENTENCE], beam=1)[0]
-    src_labels, trg_labels = translation.attention_labels
-    attention, src_words, _ = merge_subwords(translation.attention, src_labels, trg_labels, merge_target=False)
+    attention, src_words, trg_labels = word_attention(translation, merge_target=False)
     heatmap = out_dir / "attention.png"
     plot_attention(attention, src_words, trg_labels, heatmap, title=f"{HEATMAP_SENTENCE} → {translation.text}")
     mass = month_attention_mass(attention, src_words, trg_labels, "Juni")

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnmt.checkpoint import METRICS_FILE
+from attnmt.store import METRICS_FILE
 
 
 class MetricsLog:

@@ -1,7 +1,7 @@
 """Attention heatmaps (one row per target token, one column per source token), alone or side by
 side, and the plot of translation quality by sentence length.
 
-matplotlib is imported inside the functions that draw, so ``import attnmt.viz`` stays cheap; drawing
+matplotlib is imported inside the functions that draw, so ``import attnmt.explain.viz`` stays cheap; drawing
 goes through the Agg canvas directly (no pyplot state, no GUI backend, safe inside a server).
 """
 
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from attnmt.alignment import as_matrix, check_shape
+from attnmt.explain.alignment import as_matrix, check_shape
 
 if TYPE_CHECKING:
     import torch

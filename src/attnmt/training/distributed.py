@@ -5,7 +5,7 @@ LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT. ``start_worker`` reads them
 device and joins the process group: NCCL between GPUs, gloo between CPUs. A process started
 without torchrun is the only one, and nothing here communicates.
 
-How ``train.py`` shares the work:
+How the training loop (``loop.py``) shares the work:
 
 - every process builds the same batches for an epoch (``token_batches`` depends only on the seed
   and the epoch); each optimizer step takes the next ``world_size * accumulate`` of them
@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from attnmt.device import resolve_device
+from attnmt.runtime import resolve_device
 
 T = TypeVar("T")
 
@@ -64,6 +64,23 @@ class Worker:
         if self.world_size == 1:
             return model
         return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def where(self) -> str:
+        """Where training runs, for the log: "on cpu", "on 2 processes (gloo; the main one on cpu)"."""
+        if self.world_size == 1:
+            return f"on {self.device}"
+        backend = "NCCL" if self.device.type == "cuda" else "gloo"
+        return f"on {self.world_size} processes ({backend}; the main one on {self.device})"
+
+    def agree(self, loss: torch.Tensor, elapsed: float) -> tuple[float, float]:
+        """A step's ``loss`` summed over the processes and their mean ``elapsed`` seconds, in one
+        collective: the same numbers on every process."""
+        if self.world_size == 1:
+            return loss.item(), elapsed
+        # float32 as the loss itself (a sum of the same float32 terms, whichever process holds which)
+        totals = torch.stack([loss, torch.tensor(elapsed, dtype=loss.dtype, device=loss.device)])
+        loss_sum, elapsed_sum = self.all_sum(totals).tolist()
+        return loss_sum, elapsed_sum / self.world_size
 
     def barrier(self) -> None:
         """Wait until every process gets here."""

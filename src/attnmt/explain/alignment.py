@@ -11,7 +11,7 @@ Gold alignments tell sure links (S) from possible ones (P, which includes S). Th
 rate (Och and Ney, 2003) of links A is ``AER = 1 - (|A∩S| + |A∩P|) / (|A| + |S|)``, precision is
 ``|A∩P| / |A|`` and recall ``|A∩S| / |S|``, each summed over the corpus before dividing.
 
-numpy only: no torch, no matplotlib.
+numpy only: no torch, no matplotlib (``align --hyp`` and ``evaluate`` run without them).
 """
 
 from __future__ import annotations
@@ -20,28 +20,21 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
+from attnmt.data.corpus import read_lines
+from attnmt.data.vocab import EOS_PIECE, WORD_START
+from attnmt.errors import AlignmentError, NoAttentionError
+
 if TYPE_CHECKING:
     import torch
-
-WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a new word
-EOS_LABEL = "</s>"
 # Pieces that are words of their own: </s>, <unk>, <pad>, ... but not the byte pieces <0xE2> of
 # byte fallback, which spell part of a word.
 _SPECIAL_TOKEN = re.compile(r"^<(?!0x[0-9A-Fa-f]{2}>)[^<>\s]+>$")
 
 Link = tuple[int, int]  # (source word, target word), from 0
-
-
-class AlignmentError(ValueError):
-    """Alignments that cannot be used: an unreadable link, a gold file that does not fit the text."""
-
-
-class NoAttentionError(AlignmentError):
-    """The model has no attention (``model.attention: none``): nothing to plot or align."""
 
 
 def as_matrix(attention: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -111,6 +104,31 @@ def merge_subwords(
     return merge_groups(matrix, src_words, trg_words), src_labels, trg_labels
 
 
+class AttendedTranslation(Protocol):
+    """What ``word_attention`` reads of a translation (attnmt.translator.Translation is one)."""
+
+    attention: np.ndarray | None  # (len(tokens)+1, len(src_tokens)+1)
+
+    @property
+    def attention_labels(self) -> tuple[list[str], list[str]]:
+        """(source pieces, target pieces), ``</s>`` included."""
+        ...
+
+
+def word_attention(translation: AttendedTranslation, words: bool = True, merge_target: bool = True,
+                   ) -> tuple[np.ndarray, list[str], list[str]]:
+    """A translation's attention matrix with its labels, ``</s>`` included: (matrix, source labels,
+    target labels). ``words``: pieces merged into words (``merge_subwords``; ``merge_target=False``
+    keeps one row per target piece); else the pieces as the search saw them. Raises
+    NoAttentionError for a translation of a model without attention."""
+    if translation.attention is None:
+        raise NoAttentionError("this translation comes from a model without attention (model.attention: none)")
+    src_labels, trg_labels = translation.attention_labels
+    if not words:
+        return as_matrix(translation.attention), src_labels, trg_labels
+    return merge_subwords(translation.attention, src_labels, trg_labels, merge_target=merge_target)
+
+
 def attention_links(word_attention: np.ndarray) -> list[Link]:
     """Links from word attention (trg_words + 1, src_words + 1), the last row and column ``</s>``:
     each target word to the source word it attends to most, none if that is ``</s>`` (or if the word
@@ -140,7 +158,7 @@ class WordAlignment:
     @property
     def attention_labels(self) -> tuple[list[str], list[str]]:
         """(source labels, target labels) of ``attention``, ``</s>`` included."""
-        return self.src_words + [EOS_LABEL], self.trg_words + [EOS_LABEL]
+        return self.src_words + [EOS_PIECE], self.trg_words + [EOS_PIECE]
 
     def pharaoh(self) -> str:
         """The links as one line of the Pharaoh format: ``0-0 1-2 2-1``."""
@@ -191,8 +209,6 @@ def parse_alignment(line: str, where: str = "") -> GoldAlignment:
 
 def read_alignments(path: Path | str) -> list[GoldAlignment]:
     """One GoldAlignment per line of a Pharaoh file (plain or .gz); an empty line has no links."""
-    from attnmt.data.corpus import read_lines
-
     return [parse_alignment(line, f"{path}, line {number}") for number, line in enumerate(read_lines(path), 1)]
 
 

@@ -1,0 +1,275 @@
+"""A model directory on disk: safetensors weights, the YAML config, the SentencePiece models.
+Nothing here ever unpickles anything.
+
+    model_dir/
+      config.yaml               everything needed to rebuild the model and its tokenizers
+      model.safetensors         the best weights (what ``translate`` loads)
+      spm.model                 joint SentencePiece model, or src.spm.model + trg.spm.model
+      trainer_state.safetensors the trainer state for ``--resume`` (attnmt.training.state)
+      trainer_state.previous.safetensors   the checkpoint before that one
+      checkpoints/              the weights of the last ``train.keep_checkpoints`` validations
+      metrics.jsonl             one line per log or validation event
+
+Every file is written to a temporary name, flushed, fsynced and renamed over the old one, so a
+crash at any moment leaves either the previous complete file or the new complete file; a failed
+write (a full disk) is a CheckpointError naming the file, and the old file stays. Weights carry a
+checksum of their tensors, so a damaged file is an error, never a silently wrong model.
+
+torch is imported only by the functions that handle tensors: ``atomic_write`` serves commands that
+need no model (``attnmt data``) without it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from attnmt.config import Config, load_config
+from attnmt.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from attnmt.data.tokenizer import SubwordTokenizer
+    from attnmt.model import Seq2Seq
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "model.safetensors"
+TRAINER_STATE_FILE = "trainer_state.safetensors"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+JOINT_SPM = "spm.model"
+SRC_SPM = "src.spm.model"
+TRG_SPM = "trg.spm.model"
+CHECKSUM_KEY = "attnmt_checksum"
+
+__all__ = ["CheckpointError"]  # re-exported: the error of this module lives in attnmt.errors
+
+
+def tokenizer_files(model_dir: Path, joint: bool) -> tuple[Path, Path]:
+    """Paths of the source and target SentencePiece models (the same file when joint)."""
+    model_dir = Path(model_dir)
+    if joint:
+        return model_dir / JOINT_SPM, model_dir / JOINT_SPM
+    return model_dir / SRC_SPM, model_dir / TRG_SPM
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)``, fsync, then rename onto ``path``; on any error the old file stays.
+
+    The temporary file sits beside ``path`` as ``.{name}.{pid}.{random}.tmp`` (what
+    ``remove_stale_temporaries`` cleans up after a kill) and gets the usual umask mode.
+    An I/O failure (a full disk, a read-only directory) becomes a CheckpointError naming ``path``.
+    """
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp_path.open("xb").close()
+    except OSError as error:
+        raise _write_error(path, error) from error
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp_path, path)
+    except BaseException as error:
+        tmp_path.unlink(missing_ok=True)
+        safetensors_io = type(error).__name__ == "SafetensorError" and "I/O error" in str(error)
+        if isinstance(error, OSError) or safetensors_io:
+            raise _write_error(path, error) from error
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _write_error(path: Path, error: BaseException) -> CheckpointError:
+    disk_full = getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error)
+    reason = "no space left on the device" if disk_full else str(error)
+    kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+    return CheckpointError(f"cannot write {path}: {reason}; {kept}")
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files that a killed ``atomic_write`` left in ``directory``."""
+    stale = [p for p in Path(directory).glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def previous_path(path: Path) -> Path:
+    """Where the checkpoint before ``path`` is kept: ``trainer_state.previous.safetensors``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.previous{path.suffix}")
+
+
+def remove_run_files(model_dir: Path) -> None:
+    """What ``--overwrite`` discards: the files of the run that was in ``model_dir`` before, so that
+    none of them is mistaken for the new run's (the config first: without it the dir is no model)."""
+    model_dir = Path(model_dir)
+    for path in (model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE, model_dir / TRAINER_STATE_FILE,
+                 previous_path(model_dir / TRAINER_STATE_FILE), model_dir / METRICS_FILE):
+        path.unlink(missing_ok=True)
+    for path in sorted((model_dir / CHECKPOINTS_DIR).glob("*.safetensors")):
+        path.unlink()
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """Weights as safetensors (shared tensors such as tied embeddings stored once), with a checksum."""
+    tensors = dedupe_shared({name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()})
+    save_tensors(path, tensors)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 checksum_extra: str = "") -> None:
+    """A safetensors file with a checksum of its tensors (and of ``checksum_extra``), written atomically."""
+    from safetensors.torch import save_file
+
+    metadata = {"format": "pt", **(metadata or {}), CHECKSUM_KEY: tensor_checksum(tensors, checksum_extra)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, checksum verified; a damaged file is a CheckpointError."""
+    tensors, metadata = read_safetensors(path, "weights")
+    verify_checksum(path, tensors, metadata)
+    return tensors
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load safetensors weights into ``model``; a damaged or ill-fitting file is a CheckpointError."""
+    load_state(model, read_weights(path), path)
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``model.load_state_dict`` for tensors read from ``path`` (tied weights stored once);
+    tensors that do not fit the model are a CheckpointError naming ``path``."""
+    try:
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+    except RuntimeError as error:  # shapes differ
+        raise CheckpointError(f"{path} does not fit the model in its config: {error}") from None
+    if unexpected or _really_missing(model, missing):
+        raise CheckpointError(
+            f"{path} does not fit the model in its config: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
+
+
+def _really_missing(model: nn.Module, missing: list[str]) -> list[str]:
+    """Tied parameters are stored once; a name missing only because its twin was stored is fine."""
+    present_ids = {id(p) for n, p in model.named_parameters() if n not in missing}
+    return [n for n, p in model.named_parameters(remove_duplicate=False) if n in missing and id(p) not in present_ids]
+
+
+def dedupe_shared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory: store a tied weight once, under its first name."""
+    seen: set[int] = set()
+    kept = {}
+    for name, tensor in tensors.items():
+        key = tensor.data_ptr()
+        if key in seen and tensor.numel() > 0:
+            continue
+        seen.add(key)
+        kept[name] = tensor
+    return kept
+
+
+def tensor_checksum(tensors: dict[str, torch.Tensor], extra: str = "") -> str:
+    """BLAKE2b of names, dtypes, shapes and bytes (and ``extra`` text): catches damage inside a file,
+    which safetensors' own checks (header, file size) cannot see."""
+    import torch
+
+    digest = hashlib.blake2b(extra.encode("utf-8"), digest_size=16)
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode("utf-8"))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; unreadable is a CheckpointError."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read {what} {path} (truncated or corrupted?): {error}") from None
+
+
+def verify_checksum(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str], extra: str = "") -> None:
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensor_checksum(tensors, extra) != expected:
+        raise CheckpointError(f"{path} is corrupted: its contents do not match the checksum written with it")
+
+
+# ----------------------------------------------------------------------------- loading a model
+
+
+def load_config_file(model_dir: Path) -> Config:
+    path = Path(model_dir) / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(f"{model_dir} is not a model directory: {CONFIG_FILE} is missing")
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        raise CheckpointError(f"malformed config {path}: {error}") from None
+
+
+def load_tokenizers(model_dir: Path, joint: bool) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The source and target tokenizers of a model directory (one object twice when joint); a
+    missing or unreadable tokenizer model is a CheckpointError naming it."""
+    from attnmt.data.tokenizer import SubwordTokenizer
+
+    src_path, trg_path = tokenizer_files(model_dir, joint)
+
+    def load(path: Path) -> SubwordTokenizer:
+        if not path.exists():
+            raise CheckpointError(f"{model_dir} lacks its tokenizer model {path.name}")
+        try:
+            return SubwordTokenizer.load(path)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"cannot load the tokenizer model {path}: {error}") from None
+
+    src = load(src_path)
+    return src, src if trg_path == src_path else load(trg_path)
+
+
+def build_model(config: Config, src_tokenizer: SubwordTokenizer, trg_tokenizer: SubwordTokenizer) -> Seq2Seq:
+    """The model a config describes, freshly initialised, for these tokenizers' vocabularies."""
+    from attnmt.model import Seq2Seq
+
+    return Seq2Seq.from_config(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
+
+
+def load_model(model_dir: Path, weights: Path | None = None) -> tuple[Config, Seq2Seq, SubwordTokenizer, SubwordTokenizer]:
+    """Config, model (with ``weights``, default the best ones, ``model.safetensors``) and tokenizers
+    of a model directory (safetensors + YAML + SentencePiece; never a pickle)."""
+    model_dir = Path(model_dir)
+    config = load_config_file(model_dir)
+    src_tokenizer, trg_tokenizer = load_tokenizers(model_dir, config.vocab.joint)
+    model = build_model(config, src_tokenizer, trg_tokenizer)
+    weights = model_dir / WEIGHTS_FILE if weights is None else Path(weights)
+    if not weights.exists():
+        raise CheckpointError(f"{model_dir} lacks its weights {weights.name}")
+    load_weights(model, weights)
+    return config, model, src_tokenizer, trg_tokenizer
