@@ -66,11 +66,45 @@ def test_token_batches_invariants(
 ) -> None:
     src_lengths = [src for src, _ in pairs]
     trg_lengths = [trg for _, trg in pairs]
-    batches = token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch)
+    batches = as_lists(token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch))
     assert sorted(i for batch in batches for i in batch) == list(range(len(pairs)))  # each exactly once
     for batch in batches:
         assert batch and (len(batch) == 1 or batch_cost(batch, src_lengths, trg_lengths) <= max_tokens)
-    assert token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch) == batches
+    assert as_lists(token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch)) == batches
+    assert batches == reference_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch)
+
+
+def as_lists(batches) -> list[list[int]]:
+    return [batch.tolist() for batch in batches]
+
+
+def reference_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch, pool_factor=100):
+    """token_batches as first written, one example at a time in Python: the numpy cut must give
+    exactly these batches (training resumed from an older checkpoint takes the same steps)."""
+    src, trg = np.asarray(src_lengths) + 1, np.asarray(trg_lengths) + 1
+    if len(src) == 0:
+        return []
+    longest = np.maximum(src, trg)
+    rng = np.random.default_rng([seed, epoch]) if shuffle else None
+    order = rng.permutation(len(src)) if rng is not None else np.arange(len(src))
+    pool_size = max(1, int(pool_factor * max_tokens / float(longest.mean()))) if rng is not None else len(order)
+    batches = []
+    for start in range(0, len(order), pool_size):
+        pool = order[start : start + pool_size]
+        pool = pool[np.lexsort((trg[pool], src[pool], longest[pool]))].tolist()
+        batch, batch_longest = [], 0
+        for index in pool:
+            new_longest = max(batch_longest, int(longest[index]))
+            if batch and (len(batch) + 1) * new_longest > max_tokens:
+                batches.append(batch)
+                batch, new_longest = [], int(longest[index])
+            batch.append(index)
+            batch_longest = new_longest
+        if batch:
+            batches.append(batch)
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
 
 
 def multi30k_like_lengths(count: int, seed: int = 0) -> tuple[list[int], list[int]]:
@@ -83,17 +117,17 @@ def multi30k_like_lengths(count: int, seed: int = 0) -> tuple[list[int], list[in
 
 def test_token_batches_differ_across_epochs_and_seeds() -> None:
     src_lengths, trg_lengths = multi30k_like_lengths(3000)
-    epoch0 = token_batches(src_lengths, trg_lengths, 1000, True, seed=1, epoch=0)
-    epoch1 = token_batches(src_lengths, trg_lengths, 1000, True, seed=1, epoch=1)
-    other_seed = token_batches(src_lengths, trg_lengths, 1000, True, seed=2, epoch=0)
+    epoch0 = as_lists(token_batches(src_lengths, trg_lengths, 1000, True, seed=1, epoch=0))
+    epoch1 = as_lists(token_batches(src_lengths, trg_lengths, 1000, True, seed=1, epoch=1))
+    other_seed = as_lists(token_batches(src_lengths, trg_lengths, 1000, True, seed=2, epoch=0))
     assert epoch0 != epoch1 and epoch0 != other_seed
     assert {tuple(b) for b in epoch0} != {tuple(b) for b in epoch1}  # different batches, not just order
 
 
 def test_token_batches_without_shuffle_are_sorted_and_fixed() -> None:
     src_lengths, trg_lengths = multi30k_like_lengths(2000)
-    batches = token_batches(src_lengths, trg_lengths, 1500, False, seed=1, epoch=0)
-    assert batches == token_batches(src_lengths, trg_lengths, 1500, False, seed=9, epoch=4)
+    batches = as_lists(token_batches(src_lengths, trg_lengths, 1500, False, seed=1, epoch=0))
+    assert batches == as_lists(token_batches(src_lengths, trg_lengths, 1500, False, seed=9, epoch=4))
     longest = [max(max(src_lengths[i], trg_lengths[i]) for i in batch) for batch in batches]
     assert longest == sorted(longest)
 
@@ -119,7 +153,7 @@ def test_token_batches_on_multi30k(data_dir: Path) -> None:
 
 
 def test_token_batches_with_overlong_example() -> None:
-    assert token_batches([100, 2, 3], [1, 2, 3], max_tokens=50, shuffle=False) == [[1, 2], [0]]
+    assert as_lists(token_batches([100, 2, 3], [1, 2, 3], max_tokens=50, shuffle=False)) == [[1, 2], [0]]
     assert token_batches([], [], max_tokens=50, shuffle=True) == []
 
 

@@ -26,8 +26,12 @@ def test_train_translate_evaluate_plot_round_trip(tmp_path):
     config_path.write_text(toy_config(train_prefix, valid_prefix, max_steps=120).to_yaml(), encoding="utf-8")
     model_dir = tmp_path / "model"
 
+    prepared = attnmt("prepare", config_path, "--model-dir", model_dir).stderr.decode()
+    assert "400 training pairs ready in" in prepared and not (model_dir / "config.yaml").exists()
     trained = attnmt("train", config_path, "--model-dir", model_dir, "--set", "train.max_steps=150")
     assert "150 steps" in trained.stderr.decode()
+    assert "reusing src.spm.model, trg.spm.model" in trained.stderr.decode()  # what prepare made
+    assert "is reused" in trained.stderr.decode()
     assert (model_dir / "model.safetensors").exists()
 
     sources = ["one two three four", "", "five six seven eight nine", "   ", "ten one two three"]

@@ -178,6 +178,9 @@ def test_two_processes_reach_the_parameters_of_one_process_accumulating_the_same
     assert [loss for _, loss in losses["two"]] == pytest.approx([loss for _, loss in losses["one"]], rel=1e-6)
     assert log.count("training stopped") == 1 and "training on 2 processes (gloo" in log
     assert saved_world_size(tmp_path / "two") == 2 and "rank1.rng.torch" in two
+    # one token store, prepared once by the main process and mapped by both
+    assert log.count("prepared into") == 1 and (tmp_path / "two" / "data" / "train" / "meta.json").is_file()
+    assert not list((tmp_path / "two" / "data").glob(".*.tmp"))
 
 
 def test_two_processes_resume_exactly_where_they_stopped(tmp_path, corpus):

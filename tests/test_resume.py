@@ -103,7 +103,7 @@ def test_a_resumed_run_reaches_exactly_the_parameters_of_an_uninterrupted_one(tm
     messages: list[str] = []
     train(resumable_config(corpus), tmp_path / "crashed", resume=True, progress=False, log=messages.append)
 
-    assert "resuming at step 42" in messages[1]
+    assert any("resuming at step 42" in message for message in messages)
     assert_same_files(tmp_path / "whole", tmp_path / "crashed")  # weights, Adam moments, RNG: bit for bit
     # the LR schedule, validation results and the logged training loss window are the same too
     keys = ("step", "lr", "loss", "bleu")
@@ -314,7 +314,7 @@ def test_overwrite_discards_the_old_runs_files(tmp_path, trained_dir, corpus):
 def test_overwrite_with_bad_data_fails_before_the_old_model_is_touched(tmp_path, trained_dir):
     model_dir = tmp_path / "model"
     shutil.copytree(trained_dir, model_dir)
-    before = {path.name: path.read_bytes() for path in model_dir.iterdir()}
+    before = {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()}
     sentences = ["one two three", "four five", "ten nine eight seven"]
     translations = [t.text for t in Translator.load(model_dir).translate(sentences, beam=2)]
     train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=30)
@@ -329,7 +329,7 @@ def test_overwrite_with_bad_data_fails_before_the_old_model_is_touched(tmp_path,
         train(toy_config(str(tmp_path / "nowhere"), valid_prefix, max_steps=4), model_dir, overwrite=True,
               progress=False, log=quiet)
 
-    assert {path.name: path.read_bytes() for path in model_dir.iterdir()} == before
+    assert {path: path.read_bytes() for path in model_dir.rglob("*") if path.is_file()} == before
     assert [t.text for t in Translator.load(model_dir).translate(sentences, beam=2)] == translations
 
 

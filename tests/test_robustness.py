@@ -185,7 +185,7 @@ def test_invalid_utf8_in_training_data_names_file_and_line_unless_replaced(tmp_p
     config_file.write_text(toy_config(train_prefix, valid_prefix).to_yaml(), encoding="utf-8")
     config = load_config(config_file, ["data.encoding_errors=replace"])  # what --set does
     data = prepare_data(config, tmp_path / "model", log=quiet)
-    assert len(data.train_src) == 50
+    assert data.n_train_pairs == 50
 
 
 def test_awkward_tsv_lines_are_cleaned_and_unusable_pairs_counted(tmp_path):
@@ -204,7 +204,7 @@ def test_awkward_tsv_lines_are_cleaned_and_unusable_pairs_counted(tmp_path):
     config.data.max_src_tokens = 20
     messages: list[str] = []
     data = prepare_data(config, tmp_path / "model", log=messages.append)
-    assert len(data.train_src) == 5
+    assert data.n_train_pairs == 5
     assert any("skipped 2 empty and 1 too long" in m for m in messages)
 
 

@@ -4,8 +4,10 @@ imported only when a subcommand needs them so that ``attnmt --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
+from typing import Iterator, TextIO
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +22,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train)
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="train the tokenizers and write the token store of a config's training data, "
+                                       "ahead of training (e.g. once before a multi-node run)")
+    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+    p.add_argument("--model-dir", "-m", type=Path, required=True, help="the model directory training will use")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_prepare)
+
+
 def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate lines from a file or stdin, one output line per input line")
     p.add_argument("model_dir", type=Path)
@@ -32,12 +45,29 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
                         "(default: decode.n_best of the model's config)")
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="invalid UTF-8 in the input: stop with an error (strict) or replace it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (there is one only on a terminal)")
     p.set_defaults(run=_run_translate)
 
 
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy); default from the model's config")
     p.add_argument("--length-penalty", type=float, default=None, help="GNMT length penalty alpha")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="sentences per decoding batch (default: decode.batch_size of the model's config)")
+
+
+def _load_translator(model_dir: Path, args: argparse.Namespace, **options):
+    """The model of ``model_dir`` with the decoding settings of the command line."""
+    import dataclasses
+
+    from attnmt.translator import Translator
+
+    translator = Translator.load(model_dir, **options)
+    if getattr(args, "batch_size", None):
+        if args.batch_size < 1:
+            raise SystemExit(f"attnmt {args.command}: --batch-size must be at least 1, got {args.batch_size}")
+        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=args.batch_size)
+    return translator
 
 
 def _add_precision_option(p: argparse.ArgumentParser) -> None:
@@ -139,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_train, _add_translate, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
+    for add in (_add_quickstart, _add_prepare, _add_train, _add_translate, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
 
@@ -161,37 +191,72 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_input(path: Path | None, encoding_errors: str) -> list[str]:
-    from attnmt.data.corpus import read_lines, split_lines
+def _run_prepare(args: argparse.Namespace) -> int:
+    from attnmt.config import load_config
+    from attnmt.store import CONFIG_FILE
+    from attnmt.training.prepare import prepare_data
+
+    config = load_config(args.config, args.overrides)
+    args.model_dir.mkdir(parents=True, exist_ok=True)
+    # a trained model keeps its tokenizers: only its token store is (re)built
+    trained = (args.model_dir / CONFIG_FILE).exists()
+    data = prepare_data(config, args.model_dir, reuse_tokenizers=trained, log=_log,
+                        progress=False if args.no_progress else None)
+    _log(f"{data.n_train_pairs} training pairs ready in {data.train.directory}; "
+         f"attnmt train {args.config} --model-dir {args.model_dir} uses them")
+    return 0
+
+
+@contextlib.contextmanager
+def _input_lines(path: Path | None, encoding_errors: str) -> Iterator[Iterator[str]]:
+    """The lines of ``path`` (plain or .gz), or of stdin, one at a time."""
+    from attnmt.data.corpus import iter_lines, iter_text_lines
 
     if path is None:
-        return split_lines(sys.stdin.buffer.read(), "<stdin>", encoding_errors)
-    return read_lines(path, encoding_errors)
+        yield iter_text_lines(sys.stdin.buffer, "<stdin>", encoding_errors)
+    else:
+        yield iter_lines(path, encoding_errors)
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    """Where output lines go: ``path`` (written as they come), or stdout."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    with open(path, "w", encoding="utf-8") as handle:
+        yield handle
+
+
+def _line_bar(path: Path | None, description: str, quiet: bool):
+    """A progress bar of lines on stderr, when it is a terminal (out of the file's line count)."""
+    from attnmt.data.corpus import count_lines
+    from attnmt.training.progress import bar_wanted, counting_bar
+
+    show = bar_wanted(False if quiet else None)
+    return counting_bar(count_lines(path) if show and path is not None else None, description, "lines", show)
 
 
 def _run_translate(args: argparse.Namespace) -> int:
-    from attnmt.translator import Translator
-
-    lines = _read_input(args.input, args.encoding_errors)
-    translator = Translator.load(args.model_dir, precision=args.precision)
+    translator = _load_translator(args.model_dir, args, precision=args.precision)
     search = translator.search_settings(args.beam, args.n_best, args.length_penalty)
-    results = translator.translate_n_best(lines, beam=search.beam_size, n_best=search.n_best,
-                                          length_penalty=search.length_penalty)
-    if search.n_best > 1:
-        out_lines = [" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) for n_best in results]
-    else:
-        out_lines = [n_best[0].text for n_best in results]
-    _write_lines(out_lines, args.output)
+    with (_input_lines(args.input, args.encoding_errors) as lines, _output(args.output) as out,
+          _line_bar(args.input, "translating", args.no_progress) as bar):
+        for chunk in translator.translate_chunks(lines, beam=search.beam_size, n_best=search.n_best,
+                                                 length_penalty=search.length_penalty):
+            if search.n_best > 1:
+                out.writelines(" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) + "\n" for n_best in chunk)
+            else:
+                out.writelines(n_best[0].text + "\n" for n_best in chunk)
+            out.flush()  # every line of a chunk is out before the next chunk is read
+            bar.update(len(chunk))
     return 0
 
 
 def _write_lines(lines: list[str], path: Path | None) -> None:
-    text = "".join(line + "\n" for line in lines)
-    if path is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        path.write_text(text, encoding="utf-8")
+    with _output(path) as out:
+        out.writelines(line + "\n" for line in lines)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
@@ -210,11 +275,9 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     sources = read_lines(args.src) if args.src is not None else None
     systems = [(str(path), read_lines(path)) for path in args.hyp or []]
     for model_dir in args.model or []:
-        from attnmt.translator import Translator
-
-        translator = Translator.load(model_dir, precision=args.precision)
-        translations = translator.translate(sources, beam=args.beam, length_penalty=args.length_penalty)
-        systems.append((str(model_dir), [t.text for t in translations]))
+        translator = _load_translator(model_dir, args, precision=args.precision)
+        translations = translator.translate_stream(sources, beam=args.beam, n_best=1, length_penalty=args.length_penalty)
+        systems.append((str(model_dir), [n_best[0].text for n_best in translations]))  # the texts only are kept
         if args.output is not None:
             _write_lines(systems[-1][1], args.output)
     options = dict(lowercase=args.lowercase, tokenize=args.tokenize)
@@ -239,9 +302,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _run_plot(args: argparse.Namespace) -> int:
     from attnmt.explain.alignment import word_attention
     from attnmt.explain.viz import Heatmap, plot_heatmaps
-    from attnmt.translator import Translator
 
-    translator = Translator.load(args.model_dir)
+    translator = _load_translator(args.model_dir, args)
     if not translator.has_attention:
         raise SystemExit(f"attnmt plot: {args.model_dir} has no attention (model.attention: none); nothing to plot")
     translations = translator.translate(args.sentences, beam=args.beam, length_penalty=args.length_penalty)
@@ -257,8 +319,8 @@ def _run_plot(args: argparse.Namespace) -> int:
 
 
 def _run_align(args: argparse.Namespace) -> int:
+    from attnmt.data.corpus import SplitFiles, check_lengths
     from attnmt.explain.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
-    from attnmt.data.corpus import read_lines
 
     if (args.model_dir is None) == (args.hyp is None):
         raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
@@ -272,17 +334,31 @@ def _run_align(args: argparse.Namespace) -> int:
             raise SystemExit("attnmt align: a model aligns --src with --trg; give both")
         from attnmt.translator import Translator
 
-        sources, targets = read_lines(args.src), read_lines(args.trg)
-        if len(sources) != len(targets):
-            raise SystemExit(f"attnmt align: {args.src} has {len(sources)} lines but {args.trg} has {len(targets)}")
+        files = SplitFiles(args.src, args.trg)
+        check_lengths(files)
         if gold is not None:  # before decoding: a gold file that does not fit the text is an error at once
-            check_gold_fits(gold, [len(s.split()) for s in sources], [len(t.split()) for t in targets], str(args.gold))
-        links = [alignment.links for alignment in Translator.load(args.model_dir).align(sources, targets)]
-        if args.output is not None or gold is None:
-            _write_lines([format_links(line) for line in links], args.output)
+            words = [(len(source.split()), len(target.split())) for source, target in _raw_pairs(files)]
+            check_gold_fits(gold, [n for n, _ in words], [n for _, n in words], str(args.gold))
+        translator = Translator.load(args.model_dir)
+        links = []  # kept for the AER only
+        writing = args.output is not None or gold is None
+        with _output(args.output) if writing else contextlib.nullcontext() as out:
+            for chunk in translator.align_chunks(_raw_pairs(files)):
+                if out is not None:
+                    out.writelines(format_links(alignment.links) + "\n" for alignment in chunk)
+                    out.flush()
+                if gold is not None:
+                    links += [alignment.links for alignment in chunk]
     if gold is not None:
         print(alignment_error_rate(links, gold))
     return 0
+
+
+def _raw_pairs(files) -> Iterator[tuple[str, str]]:
+    """The lines of two parallel files as they are (words are their whitespace-separated tokens)."""
+    from attnmt.data.corpus import iter_lines
+
+    return zip(iter_lines(files.src), iter_lines(files.trg), strict=True)
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ Nothing here ever unpickles anything.
       trainer_state.safetensors the trainer state for ``--resume`` (attnmt.training.state)
       trainer_state.previous.safetensors   the checkpoint before that one
       checkpoints/              the weights of the last ``train.keep_checkpoints`` validations
+      data/                     the prepared training data: the token store and what it was built from
       metrics.jsonl             one line per log or validation event
 
 Every file is written to a temporary name, flushed, fsynced and renamed over the old one, so a
@@ -43,6 +44,7 @@ WEIGHTS_FILE = "model.safetensors"
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
+DATA_DIR = "data"  # the prepared training data: tokenizer fingerprint and token store (attnmt.training.prepare)
 JOINT_SPM = "spm.model"
 SRC_SPM = "src.spm.model"
 TRG_SPM = "trg.spm.model"

@@ -12,10 +12,11 @@ and detokenizes what comes back.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ from attnmt.search import Hypothesis
 from attnmt.store import load_model
 
 logger = logging.getLogger(__name__)
+
+CHUNK_BATCHES = 64  # decoding batches of texts read at a time when translating a stream
 
 
 @dataclass
@@ -124,6 +127,37 @@ class Translator:
             src_pieces = [self.src_tokenizer.id_to_piece(t) for t in ids]
             results[i] = [self._to_translation(h, src_pieces, cleaned[i]) for h in hypotheses[:decode.n_best]]
         return results
+
+    def translate_chunks(
+        self, texts: Iterable[str], beam: int | None = None, n_best: int | None = None,
+        length_penalty: float | None = None, chunk_size: int | None = None,
+    ) -> Iterator[list[list[Translation]]]:
+        """``translate_n_best`` over an iterable of any length (a file read line by line), a chunk of
+        ``chunk_size`` texts at a time (default ``CHUNK_BATCHES`` decoding batches): each chunk's
+        n-best lists in input order, as soon as the chunk is done. The texts of a chunk are sorted by
+        length for decoding, as one call sorts all of its texts; memory does not grow with the input."""
+        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
+        iterator = iter(texts)
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            yield self.translate_n_best(chunk, beam=beam, n_best=n_best, length_penalty=length_penalty)
+
+    def translate_stream(
+        self, texts: Iterable[str], beam: int | None = None, n_best: int | None = None,
+        length_penalty: float | None = None, chunk_size: int | None = None,
+    ) -> Iterator[list[Translation]]:
+        """The n-best list of each text of an iterable of any length, in order (``translate_chunks``,
+        one text at a time)."""
+        for chunk in self.translate_chunks(texts, beam, n_best, length_penalty, chunk_size):
+            yield from chunk
+
+    def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None,
+                     ) -> Iterator[list[WordAlignment]]:
+        """``align`` over (source, target) pairs of an iterable of any length, a chunk at a time (as
+        ``translate_chunks``)."""
+        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
+        iterator = iter(pairs)
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            yield self.align([source for source, _ in chunk], [target for _, target in chunk])
 
     def align(self, sources: Sequence[str], targets: Sequence[str]) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.

@@ -3,7 +3,7 @@
 Public API:
     Batch                                   padded tensors of one batch (see its fields)
     collate(src_ids, trg_ids, indices) -> Batch
-    token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch, pool_factor=100) -> list[list[int]]
+    token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch, pool_factor=100) -> list[np.ndarray]
     sentence_batches(lengths, max_sentences) -> list[list[int]]
 
 Lengths given to the batching functions are token counts without BOS/EOS; each side gains one
@@ -78,15 +78,16 @@ def collate(
 
 
 def token_batches(
-    src_lengths: Sequence[int],
-    trg_lengths: Sequence[int],
+    src_lengths: Sequence[int] | np.ndarray,
+    trg_lengths: Sequence[int] | np.ndarray,
     max_tokens: int,
     shuffle: bool,
     seed: int = 0,
     epoch: int = 0,
     pool_factor: int = 100,
-) -> list[list[int]]:
-    """Group examples into batches of similar lengths that fit a token budget.
+) -> list[np.ndarray]:
+    """Group examples into batches of similar lengths that fit a token budget: arrays of example
+    indices.
 
     A batch of n examples costs ``n * max(longest source, longest target)``, lengths counted with
     their EOS/BOS; it is at most ``max_tokens`` unless a single example is longer on its own.
@@ -95,14 +96,15 @@ def token_batches(
     batches shuffled. Sorting by both sides keeps padding low on both (about 5% each on Multi30k
     at 2000 tokens); a pool gives each epoch different batches. The result depends only on
     (seed, epoch), so training can resume at a batch position. Without it, the whole set is sorted
-    and batches come shortest first.
+    and batches come shortest first. numpy throughout: memory is a few bytes per example, so that
+    an epoch of ten million pairs is cut in seconds.
     """
     if len(src_lengths) != len(trg_lengths):
         raise ValueError(f"{len(src_lengths)} source lengths but {len(trg_lengths)} target lengths")
     if max_tokens <= 0:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-    src = np.asarray(src_lengths, dtype=np.int64) + 1
-    trg = np.asarray(trg_lengths, dtype=np.int64) + 1
+    src = np.asarray(src_lengths, dtype=np.int32) + 1
+    trg = np.asarray(trg_lengths, dtype=np.int32) + 1
     if len(src) == 0:
         return []
     longest = np.maximum(src, trg)
@@ -111,35 +113,31 @@ def token_batches(
     pool_size = len(order)
     if rng is not None:  # a batch holds about max_tokens / mean(longest) examples
         pool_size = max(1, int(pool_factor * max_tokens / float(longest.mean())))
-    longest_list = longest.tolist()
-    batches: list[list[int]] = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool_size):
         pool = order[start : start + pool_size]
         # by the longer side (what the budget counts), then source, then target length; the sort is
         # stable, so equal lengths keep the shuffled order
         pool = pool[np.lexsort((trg[pool], src[pool], longest[pool]))]
-        batches.extend(_cut(pool.tolist(), longest_list, max_tokens))
+        batches.extend(pool[begin:end] for begin, end in _cut(longest[pool], max_tokens))
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
 
 
-def _cut(pool: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Greedily cut length-sorted examples into batches within the token budget."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    longest = 0
-    for index in pool:
-        length = lengths[index]
-        new_longest = max(longest, length)
-        if batch and (len(batch) + 1) * new_longest > max_tokens:
-            batches.append(batch)
-            batch, new_longest = [], length
-        batch.append(index)
-        longest = new_longest
-    if batch:
-        batches.append(batch)
-    return batches
+def _cut(lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
+    """Cut examples sorted by ascending (longest) length greedily into batches within the token
+    budget: (start, end) of each. Example j joins the batch that starts at i while
+    (j - i + 1) * lengths[j] fits, lengths[j] being the batch's longest so far; that cost grows
+    with j, so each batch's end is one binary search."""
+    spans, start, n = [], 0, len(lengths)
+    while start < n:
+        window = lengths[start : start + max_tokens + 1]  # no batch holds more than max_tokens examples
+        costs = np.arange(1, len(window) + 1) * window  # (window,), non-decreasing
+        end = start + max(1, int(np.searchsorted(costs, max_tokens, side="right")))
+        spans.append((start, end))
+        start = end
+    return spans
 
 
 def sentence_batches(lengths: Sequence[int], max_sentences: int) -> list[list[int]]:

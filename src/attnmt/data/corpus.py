@@ -10,6 +10,8 @@ Public API:
     count_lines(path) -> int
     resolve_split(spec, src_lang, trg_lang) -> SplitFiles
     read_parallel(spec, src_lang, trg_lang, encoding_errors="strict") -> ParallelCorpus
+    iter_lines(path, encoding_errors="strict"), iter_pairs(files, encoding_errors) -> iterators, for any size
+    check_lengths(files) -> int
     filter_pairs(src_lengths, trg_lengths, max_src_tokens, max_trg_tokens) -> FilterResult
 """
 
@@ -19,7 +21,7 @@ import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal, Sequence
+from typing import BinaryIO, Iterator, Literal, Sequence
 
 from attnmt.data.text import clean_line
 from attnmt.errors import CorpusError
@@ -67,31 +69,63 @@ class FilterResult:
         return self.n_empty + self.n_too_long
 
     def summary(self) -> str:
-        return f"kept {len(self.kept)} pairs, skipped {self.n_empty} empty and {self.n_too_long} too long"
+        return filter_summary(len(self.kept), self.n_empty, self.n_too_long)
+
+
+def filter_summary(kept: int, empty: int, too_long: int) -> str:
+    """What ``filter_pairs`` did, for the log: "kept 29000 pairs, skipped 3 empty and 1 too long"."""
+    return f"kept {kept} pairs, skipped {empty} empty and {too_long} too long"
 
 
 def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
-def _read_bytes(path: Path) -> bytes:
+def read_lines(path: Path | str, encoding_errors: EncodingErrors = "strict") -> list[str]:
+    """All lines of a UTF-8 text file (``.gz`` by suffix), without line ends or a leading BOM.
+
+    With ``encoding_errors="strict"`` invalid UTF-8 raises CorpusError naming the file and the
+    1-based line number; with ``"replace"`` each bad byte becomes U+FFFD. For files of any size,
+    ``iter_lines`` reads the same lines one at a time.
+    """
+    return list(iter_lines(path, encoding_errors))
+
+
+def iter_lines(path: Path | str, encoding_errors: EncodingErrors = "strict") -> Iterator[str]:
+    """The lines of a UTF-8 text file (``.gz`` by suffix) one at a time, as ``read_lines`` returns
+    them: memory does not grow with the file."""
+    path = Path(path)
     try:
         with _open_binary(path) as handle:
-            return handle.read()
+            yield from iter_text_lines(handle, str(path), encoding_errors)
     except FileNotFoundError as err:
         raise CorpusError(f"{path}: file not found") from err
     except (OSError, EOFError, zlib.error) as err:  # includes gzip.BadGzipFile and truncated .gz
         raise CorpusError(f"{path}: cannot read: {err}") from err
 
 
-def read_lines(path: Path | str, encoding_errors: EncodingErrors = "strict") -> list[str]:
-    """All lines of a UTF-8 text file (``.gz`` by suffix), without line ends or a leading BOM.
-
-    With ``encoding_errors="strict"`` invalid UTF-8 raises CorpusError naming the file and the
-    1-based line number; with ``"replace"`` each bad byte becomes U+FFFD.
-    """
-    path = Path(path)
-    return split_lines(_read_bytes(path), str(path), encoding_errors)
+def iter_text_lines(handle: BinaryIO, source: str, encoding_errors: EncodingErrors = "strict") -> Iterator[str]:
+    """The lines of a binary stream of UTF-8 (a file, stdin), split at ``\\n`` only (a binary stream
+    splits nowhere else), without the line end, a ``\\r`` before it or a BOM at the very start;
+    ``source`` names the stream in errors."""
+    for number, raw in enumerate(handle, start=1):
+        ended = raw.endswith(b"\n")
+        if ended:
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            line = raw.decode("utf-8", errors=encoding_errors)
+        except UnicodeDecodeError as err:
+            raise CorpusError(
+                f"{source}: line {number}: invalid UTF-8 (byte 0x{raw[err.start]:02x} at byte column "
+                f"{err.start + 1}); fix the file or read it with encoding_errors='replace'"
+            ) from None
+        if number == 1 and line.startswith(_BOM):
+            line = line[1:]
+            if not line and not ended and raw == _BOM.encode():  # a file of a lone BOM has no line
+                return
+        yield line
 
 
 def split_lines(data: bytes, source: str, encoding_errors: EncodingErrors = "strict") -> list[str]:
@@ -160,36 +194,60 @@ def _language_file(prefix: str, lang: str) -> Path:
 def read_parallel(
     spec: str, src_lang: str, trg_lang: str, encoding_errors: EncodingErrors = "strict"
 ) -> ParallelCorpus:
-    """Read and clean a parallel corpus (see ``resolve_split`` for ``spec``).
+    """Read and clean a parallel corpus (see ``resolve_split`` for ``spec``) into memory; for a
+    corpus of any size, ``iter_pairs`` reads the same pairs one at a time.
 
     Two files must have the same number of lines; this is checked before anything is decoded.
     """
     files = resolve_split(spec, src_lang, trg_lang)
+    pairs = list(iter_pairs(files, encoding_errors, check_lengths(files)))
+    return ParallelCorpus([s for s, _ in pairs], [t for _, t in pairs], files.describe())
+
+
+def check_lengths(files: SplitFiles) -> int:
+    """The number of lines of a split, its two files checked to have the same (counted on bytes,
+    without decoding); CorpusError naming both files and counts if they differ."""
+    src_count = count_lines(files.src)
     if files.is_tsv:
-        src, trg = _read_tsv(files.src, encoding_errors)
+        return src_count
+    trg_count = count_lines(files.trg)
+    if src_count != trg_count:
+        raise CorpusError(
+            f"parallel files differ in length: {files.src} has {src_count} lines, {files.trg} has {trg_count} lines"
+        )
+    return src_count
+
+
+def iter_pairs(files: SplitFiles, encoding_errors: EncodingErrors = "strict",
+               expected_lines: int | None = None) -> Iterator[tuple[str, str]]:
+    """The cleaned (source, target) pairs of a split, one at a time: memory does not grow with the
+    corpus. ``expected_lines``: what ``check_lengths`` counted; a file that changes while it is
+    read is then a CorpusError too (never a shifted line)."""
+    if files.is_tsv:
+        pairs = (_tsv_fields(line, files.src, number) for number, line in
+                 enumerate(iter_lines(files.src, encoding_errors), start=1))
     else:
-        src_count, trg_count = count_lines(files.src), count_lines(files.trg)
-        if src_count != trg_count:
-            raise CorpusError(
-                f"parallel files differ in length: {files.src} has {src_count} lines, "
-                f"{files.trg} has {trg_count} lines"
-            )
-        src = [clean_line(line) for line in read_lines(files.src, encoding_errors)]
-        trg = [clean_line(line) for line in read_lines(files.trg, encoding_errors)]
-    return ParallelCorpus(src, trg, files.describe())
+        pairs = zip(iter_lines(files.src, encoding_errors), iter_lines(files.trg, encoding_errors), strict=True)
+    count = 0
+    try:
+        for src, trg in pairs:
+            count += 1
+            yield clean_line(src), clean_line(trg)
+    except ValueError as err:  # zip(strict=True): one file ended before the other
+        if isinstance(err, CorpusError):
+            raise
+        raise CorpusError(f"{files.describe()}: the files changed while being read ({err})") from None
+    if expected_lines is not None and count != expected_lines:
+        raise CorpusError(f"{files.describe()}: {count} lines read where {expected_lines} were counted: "
+                          "the files changed while being read")
 
 
-def _read_tsv(path: Path, encoding_errors: EncodingErrors) -> tuple[list[str], list[str]]:
-    src: list[str] = []
-    trg: list[str] = []
-    for line_number, line in enumerate(read_lines(path, encoding_errors), start=1):
-        fields = line.split("\t")
-        if len(fields) != 2:
-            problem = "no tab" if len(fields) == 1 else f"{len(fields)} fields (more than 2; a tab inside a sentence?)"
-            raise CorpusError(f"{path}: line {line_number}: expected source<TAB>target, found {problem}")
-        src.append(clean_line(fields[0]))
-        trg.append(clean_line(fields[1]))
-    return src, trg
+def _tsv_fields(line: str, path: Path, line_number: int) -> tuple[str, str]:
+    fields = line.split("\t")
+    if len(fields) != 2:
+        problem = "no tab" if len(fields) == 1 else f"{len(fields)} fields (more than 2; a tab inside a sentence?)"
+        raise CorpusError(f"{path}: line {line_number}: expected source<TAB>target, found {problem}")
+    return fields[0], fields[1]
 
 
 def filter_pairs(

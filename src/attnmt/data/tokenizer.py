@@ -7,6 +7,7 @@ Public API:
     SubwordTokenizer.train(texts, model_path, vocab_size, model_type="unigram", character_coverage=1.0,
                            byte_fallback=True, input_sentence_size=1_000_000, seed=42) -> SubwordTokenizer
     SubwordTokenizer.load(path) -> SubwordTokenizer
+    Reservoir(size, seed): a sample of a stream of sentences to train on
     .encode(text) -> list[int]       .encode_batch(texts) -> list[list[int]]
     .pieces(text) -> list[str]       .decode(ids) -> str     .id_to_piece(id) -> str
     .vocab_size  .byte_fallback
@@ -17,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import random
 import re
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
@@ -52,7 +54,7 @@ class SubwordTokenizer:
     def train(
         cls,
         texts: Iterable[str],
-        model_path: Path | str,
+        model_path: Path | str | None,
         vocab_size: int,
         model_type: ModelType = "unigram",
         character_coverage: float = 1.0,
@@ -60,7 +62,8 @@ class SubwordTokenizer:
         input_sentence_size: int = 1_000_000,
         seed: int = 42,
     ) -> "SubwordTokenizer":
-        """Train on in-memory text and write the model to ``model_path`` (e.g. ``dir/src.spm.model``).
+        """Train on in-memory text (for a corpus of any size, a ``Reservoir`` sample of it) and write the
+        model to ``model_path`` (e.g. ``dir/src.spm.model``; None: write nothing, see ``serialized``).
 
         ``vocab_size`` is an upper bound: small data gives a smaller vocabulary, and a size too small
         for the characters (plus 256 byte pieces with ``byte_fallback``) is raised to the minimum.
@@ -94,9 +97,9 @@ class SubwordTokenizer:
             minimum = int(match.group(1))
             logger.info("vocab_size %d is too small for the characters in the text; using %d", vocab_size, minimum)
             proto = _train_proto(sentences, seed, {**options, "vocab_size": minimum})
-        model_path = Path(model_path)
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        model_path.write_bytes(proto)
+        if model_path is not None:
+            Path(model_path).parent.mkdir(parents=True, exist_ok=True)
+            Path(model_path).write_bytes(proto)
         return cls(spm.SentencePieceProcessor(model_proto=proto))
 
     @classmethod
@@ -105,6 +108,11 @@ class SubwordTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"SentencePiece model not found: {path}")
         return cls(spm.SentencePieceProcessor(model_file=str(path)))
+
+    @property
+    def serialized(self) -> bytes:
+        """The model as the bytes of a ``.model`` file."""
+        return self.processor.serialized_model_proto()
 
     @property
     def vocab_size(self) -> int:
@@ -143,3 +151,25 @@ def _train_proto(sentences: list[str], seed: int, options: dict) -> bytes:
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=model, **options)
     return model.getvalue()
+
+
+class Reservoir:
+    """A uniform random sample of at most ``size`` items from a stream of unknown length, in
+    memory that does not grow with the stream (Vitter's algorithm R). While the stream is shorter
+    than ``size``, the sample is the whole stream, in order."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.items: list[str] = []
+        self.seen = 0
+        self._rng = random.Random(seed)
+
+    def add(self, item: str) -> None:
+        self.seen += 1
+        if len(self.items) < self.size:
+            self.items.append(item)
+            return
+        slot = self._rng.randrange(self.seen)
+        if slot < self.size:
+            self.items[slot] = item
+

@@ -9,6 +9,15 @@
 """
 
 from attnmt.errors import TrainingError
-from attnmt.training.loop import TrainResult, train
 
 __all__ = ["TrainResult", "TrainingError", "train"]
+
+
+def __getattr__(name: str):
+    """``train`` and ``TrainResult`` are imported on first use: importing a part of training
+    (``attnmt.training.progress``) does not import the whole loop."""
+    if name in ("train", "TrainResult"):
+        from attnmt.training import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'attnmt.training' has no attribute {name!r}")

@@ -77,7 +77,7 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed + worker.rank)  # dropout differs between processes; DDP copies rank 0's weights
     # The data, checked before anything in model_dir changes; the tokenizers; the config on disk.
-    data = prepare_run(worker, config, model_dir, resume, overwrite, log)
+    data = prepare_run(worker, config, model_dir, resume, overwrite, log, progress=progress if worker.is_main else False)
     trainee = Trainee.create(config, data, worker, amp)
     state = trainee.restore(model_dir, log) if resume else TrainerState()
     batches_per_step = worker.world_size * cfg.accumulate
@@ -211,7 +211,7 @@ class Trainee:
         return cls(model, worker.wrap(model), optimizer, build_scheduler(optimizer, config.train), amp, worker,
                    config.train)
 
-    def step(self, group: list[list[int]], data: PreparedData, clock: Clock) -> tuple[float, int, float, str]:
+    def step(self, group: list[np.ndarray], data: PreparedData, clock: Clock) -> tuple[float, int, float, str]:
         """One optimizer step on a group of batches (this process trains on its share). Returns the
         step's loss summed over all processes, its target tokens, the seconds of training so far
         (the processes' mean), and what was wrong if the step was skipped (a non-finite loss or
@@ -220,9 +220,9 @@ class Trainee:
         cfg = self.train_config
         self.parallel_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        shard = [collate([data.train_src[i] for i in indices], [data.train_trg[i] for i in indices], indices)
+        shard = [collate(data.train.ids("src", indices), data.train.ids("trg", indices), indices)
                  for indices in self.worker.shard(group)]
-        step_tokens = sum(len(data.train_trg[i]) + 1 for indices in group for i in indices)  # +EOS; all processes
+        step_tokens = sum(int(data.train_trg_lengths[indices].sum()) + len(indices) for indices in group)  # +EOS
         local_loss = accumulate_gradients(self.parallel_model, shard, step_tokens, self.worker.world_size, self.amp,
                                           cfg.label_smoothing)
         loss, elapsed = self.worker.agree(local_loss, clock.elapsed())

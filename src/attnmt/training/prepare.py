@@ -1,21 +1,49 @@
-"""Turn the configured corpora into token ids: read and check the files (``read_corpora``), train
-(or reuse) the SentencePiece models, encode, and drop the pairs training cannot use, counting each
-reason (``prepare_data``). ``prepare_run`` does all of it for a training run, with the checks and
-the cleaning of its model directory."""
+"""From the configured corpora to what training reads: checked files, SentencePiece models and the
+prepared token store, in bounded memory whatever the size of the corpus.
+
+    check_splits     the files exist, two parallel files have the same number of lines (counted on
+                     bytes), the validation set is read; nothing is decoded or written yet
+    tokenizers       SentencePiece trained on a sample drawn while streaming (``Reservoir``), or
+                     reused: when resuming, or when ``data/tokenizer.json`` says they were trained
+                     from the same files with the same settings
+    token store      the training pairs cleaned, encoded, filtered (empty and over-long pairs
+                     skipped and counted) and written once to ``data/train/`` (attnmt.data.token_store);
+                     reused while the files, the tokenizers and the length limits stay the same
+
+``prepare_data`` does all three into a model directory (``attnmt prepare`` calls it ahead of time);
+``prepare_run`` does it for a training run, with the checks and the cleaning of its model directory.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
+
+import numpy as np
 
 from attnmt.config import Config
-from attnmt.data.corpus import ParallelCorpus, filter_pairs, read_parallel
-from attnmt.data.tokenizer import SubwordTokenizer
+from attnmt.data.corpus import (
+    ParallelCorpus,
+    SplitFiles,
+    check_lengths,
+    filter_pairs,
+    filter_summary,
+    iter_pairs,
+    read_parallel,
+    resolve_split,
+)
+from attnmt.data.token_store import TokenStore, TokenStoreWriter, read_meta, remove_stale_stores
+from attnmt.data.tokenizer import Reservoir, SubwordTokenizer
 from attnmt.errors import CorpusError, TrainingError
 from attnmt.store import (
     CONFIG_FILE,
+    DATA_DIR,
     TRAINER_STATE_FILE,
+    atomic_write_bytes,
     atomic_write_text,
     load_config_file,
     load_tokenizers,
@@ -24,32 +52,39 @@ from attnmt.store import (
     tokenizer_files,
 )
 from attnmt.training.distributed import Worker
+from attnmt.training.progress import bar_wanted, counting_bar
 
 Log = Callable[[str], None]
+
+TOKENIZER_META = "tokenizer.json"  # in DATA_DIR: what the tokenizers were trained from
+TRAIN_STORE = "train"  # in DATA_DIR: the token store of the training split
+CHUNK_PAIRS = 20_000  # pairs read, encoded and written at a time
 
 
 @dataclass
 class PreparedData:
+    """What training reads: the tokenizers, the training pairs as a memory-mapped token store, and
+    the (small) validation set in memory."""
+
     src_tokenizer: SubwordTokenizer
     trg_tokenizer: SubwordTokenizer
-    train_src: list[list[int]]
-    train_trg: list[list[int]]
+    train: TokenStore
     valid_src: list[list[int]]
     valid_trg: list[list[int]]
     valid_references: list[str]  # the raw target lines, for BLEU
 
     @property
     def n_train_pairs(self) -> int:
-        return len(self.train_src)
+        return len(self.train)
 
     # Lengths in tokens without BOS/EOS, as the batching functions count them.
     @property
-    def train_src_lengths(self) -> list[int]:
-        return [len(ids) for ids in self.train_src]
+    def train_src_lengths(self) -> np.ndarray:
+        return self.train.src_lengths
 
     @property
-    def train_trg_lengths(self) -> list[int]:
-        return [len(ids) for ids in self.train_trg]
+    def train_trg_lengths(self) -> np.ndarray:
+        return self.train.trg_lengths
 
     @property
     def valid_src_lengths(self) -> list[int]:
@@ -60,111 +95,244 @@ class PreparedData:
         return [len(ids) for ids in self.valid_trg]
 
 
-def read_split(config: Config, name: str) -> ParallelCorpus:
-    spec = getattr(config.data, name)
-    if not spec:
-        raise CorpusError(f"data.{name} is not set: give a file prefix (data/{name} → data/{name}.xx) or a .tsv file")
-    return read_parallel(spec, config.data.src_lang, config.data.trg_lang, config.data.encoding_errors)
-
-
 @dataclass
-class Corpora:
-    """The training and validation text, read and checked, before any tokenizer sees it."""
+class Splits:
+    """The training files, checked (``train_lines`` lines each), and the validation set, read."""
 
-    train: ParallelCorpus
+    train: SplitFiles
+    train_lines: int
     valid: ParallelCorpus
 
 
-def read_corpora(config: Config) -> Corpora:
-    """Read the training and validation splits and check them (files found, parallel files of equal
-    length, valid UTF-8, some usable training pair): everything about the data that can be wrong
-    before a tokenizer is trained. Raises CorpusError naming the file."""
-    train = read_split(config, "train")
-    valid = read_split(config, "valid")
-    if not any(s and t for s, t in zip(train.src, train.trg)):
-        raise CorpusError(f"no usable training pairs in {train.description}: "
-                          f"all {len(train.src)} lines are empty")
-    return Corpora(train, valid)
+def split_files(config: Config, name: str) -> SplitFiles:
+    spec = getattr(config.data, name)
+    if not spec:
+        raise CorpusError(f"data.{name} is not set: give a file prefix (data/{name} → data/{name}.xx) or a .tsv file")
+    return resolve_split(spec, config.data.src_lang, config.data.trg_lang)
 
 
-def train_tokenizers(config: Config, corpus: ParallelCorpus, model_dir: Path) -> tuple[SubwordTokenizer, SubwordTokenizer]:
-    """SentencePiece on the training text: one joint model, or one per language."""
-    vocab = config.vocab
-    src_path, trg_path = tokenizer_files(model_dir, vocab.joint)
-
-    def fit(texts, path: Path) -> SubwordTokenizer:
-        return SubwordTokenizer.train(
-            texts, path, vocab_size=vocab.size, model_type=vocab.type, character_coverage=vocab.character_coverage,
-            byte_fallback=vocab.byte_fallback, input_sentence_size=vocab.max_sentences, seed=config.train.seed,
-        )
-
-    if vocab.joint:
-        joint = fit([t for t in corpus.src + corpus.trg if t], src_path)
-        return joint, joint
-    return fit([t for t in corpus.src if t], src_path), fit([t for t in corpus.trg if t], trg_path)
+def check_splits(config: Config) -> Splits:
+    """Everything about the data that can be found wrong without decoding the training corpus:
+    files found, parallel files of equal length; the validation set is read (it is small).
+    Raises CorpusError naming the file."""
+    train = split_files(config, "train")
+    train_lines = check_lengths(train)
+    split_files(config, "valid")  # set?
+    valid = read_parallel(config.data.valid, config.data.src_lang, config.data.trg_lang, config.data.encoding_errors)
+    return Splits(train, train_lines, valid)
 
 
 def prepare_data(config: Config, model_dir: Path, reuse_tokenizers: bool = False, log: Log = print,
-                 corpora: Corpora | None = None) -> PreparedData:
-    """Token ids of the corpora (``corpora``, or read now with ``read_corpora``), with tokenizers
-    trained into ``model_dir`` or, with ``reuse_tokenizers``, loaded from it."""
-    if corpora is None:
-        corpora = read_corpora(config)
-    train, valid = corpora.train, corpora.valid
-    log(f"train: {train.description}, {len(train.src)} pairs; valid: {valid.description}, {len(valid.src)} pairs")
+                 splits: Splits | None = None, progress: bool | None = None) -> PreparedData:
+    """Tokenizers and token store in ``model_dir`` (trained, built, or reused as the module docstring
+    says), and the validation set encoded. ``reuse_tokenizers``: load the model directory's
+    tokenizers whatever they were trained on (``--resume``). ``splits``: what ``check_splits``
+    found, if it was called already."""
+    splits = splits or check_splits(config)
+    log(f"train: {splits.train.describe()}, {splits.train_lines} pairs; valid: {splits.valid.description}, "
+        f"{len(splits.valid.src)} pairs")
     if reuse_tokenizers:
         src_tok, trg_tok = load_tokenizers(model_dir, config.vocab.joint)
     else:
-        src_tok, trg_tok = train_tokenizers(config, train, model_dir)
+        src_tok, trg_tok = _tokenizers(config, model_dir, splits, log)
+    store = _token_store(config, model_dir, splits, src_tok, trg_tok, log, progress)
+    return _with_validation(src_tok, trg_tok, store, splits.valid)
 
-    train_src, train_trg = src_tok.encode_batch(train.src), trg_tok.encode_batch(train.trg)
-    usable = filter_pairs([len(s) for s in train_src], [len(t) for t in train_trg],
-                          config.data.max_src_tokens, config.data.max_trg_tokens)
-    if usable.n_skipped:
-        log(f"training pairs: {usable.summary()} (limits: {config.data.max_src_tokens} source / "
-            f"{config.data.max_trg_tokens} target tokens)")
-    if not usable.kept:
-        raise CorpusError(f"no usable training pairs in {train.description} ({len(train.src)} lines read)")
-    kept_src, kept_trg = [train_src[i] for i in usable.kept], [train_trg[i] for i in usable.kept]
 
-    valid_pairs = [(s, t, ref) for s, t, ref in zip(src_tok.encode_batch(valid.src), trg_tok.encode_batch(valid.trg), valid.trg)
-                   if s and t]
+def load_prepared(config: Config, model_dir: Path) -> PreparedData:
+    """What ``prepare_data`` prepared in ``model_dir``, for the other processes of a distributed
+    run: the tokenizers loaded and the store mapped (not checked against the files, not rebuilt:
+    the main process has just done that)."""
+    src_tok, trg_tok = load_tokenizers(model_dir, config.vocab.joint)
+    store = TokenStore.open(model_dir / DATA_DIR / TRAIN_STORE)
+    split_files(config, "valid")
+    valid = read_parallel(config.data.valid, config.data.src_lang, config.data.trg_lang, config.data.encoding_errors)
+    return _with_validation(src_tok, trg_tok, store, valid)
+
+
+def _with_validation(src_tok: SubwordTokenizer, trg_tok: SubwordTokenizer, store: TokenStore,
+                     valid: ParallelCorpus) -> PreparedData:
+    """The prepared data, with the validation pairs encoded (those empty on a side left out)."""
+    valid_pairs = [(s, t, ref) for s, t, ref in zip(src_tok.encode_batch(valid.src), trg_tok.encode_batch(valid.trg),
+                                                    valid.trg) if s and t]
     if not valid_pairs:
         raise CorpusError(f"no usable validation pairs in {valid.description} ({len(valid.src)} lines read)")
     valid_src, valid_trg, references = (list(column) for column in zip(*valid_pairs))
-    return PreparedData(src_tok, trg_tok, kept_src, kept_trg, valid_src, valid_trg, references)
+    return PreparedData(src_tok, trg_tok, store, valid_src, valid_trg, references)
+
+
+def files_fingerprint(files: SplitFiles) -> list[dict[str, Any]]:
+    """What identifies the content of a split's files without reading them: path, size, mtime."""
+    fingerprint = []
+    for path in dict.fromkeys([files.src, files.trg]):
+        stat = path.stat()
+        fingerprint.append({"path": str(path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns})
+    return fingerprint
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+def _tokenizers(config: Config, model_dir: Path, splits: Splits, log: Log) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    """The tokenizers trained from this data with these settings: those already in ``model_dir``
+    if they were, else trained now on a sample of the training text."""
+    meta_path = model_dir / DATA_DIR / TOKENIZER_META
+    fingerprint = {"vocab": asdict(config.vocab), "seed": config.train.seed, "train": files_fingerprint(splits.train),
+                   "encoding_errors": config.data.encoding_errors}
+    paths = set(tokenizer_files(model_dir, config.vocab.joint))
+    if _read_json(meta_path) == json_round_trip(fingerprint) and all(path.is_file() for path in paths):
+        log(f"tokenizers: reusing {', '.join(sorted(path.name for path in paths))}, trained on the same data")
+        return load_tokenizers(model_dir, config.vocab.joint)
+    src_sample, trg_sample = _sample_sentences(config, splits)
+    vocab = config.vocab
+    src_path, trg_path = tokenizer_files(model_dir, vocab.joint)
+
+    def fit(texts: list[str], path: Path) -> SubwordTokenizer:
+        tokenizer = SubwordTokenizer.train(
+            texts, None, vocab_size=vocab.size, model_type=vocab.type, character_coverage=vocab.character_coverage,
+            byte_fallback=vocab.byte_fallback, input_sentence_size=vocab.max_sentences, seed=config.train.seed,
+        )
+        atomic_write_bytes(path, tokenizer.serialized)
+        return tokenizer
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if vocab.joint:
+        joint = fit(src_sample + trg_sample, src_path)
+        src_tok, trg_tok = joint, joint
+    else:
+        src_tok, trg_tok = fit(src_sample, src_path), fit(trg_sample, trg_path)
+    (model_dir / DATA_DIR).mkdir(exist_ok=True)
+    atomic_write_text(meta_path, _to_json(fingerprint))
+    return src_tok, trg_tok
+
+
+def _sample_sentences(config: Config, splits: Splits) -> tuple[list[str], list[str]]:
+    """The non-empty training sentences SentencePiece learns from, drawn while streaming: every
+    one while there are at most ``vocab.max_sentences`` (half each side for a joint vocabulary),
+    else a uniform sample of that many."""
+    limit = config.vocab.max_sentences
+    per_side = (limit - limit // 2, limit // 2) if config.vocab.joint else (limit, limit)
+    samples = [Reservoir(size, config.train.seed + side) for side, size in enumerate(per_side)]
+    for src, trg in iter_pairs(splits.train, config.data.encoding_errors, splits.train_lines):
+        for sample, text in zip(samples, (src, trg)):
+            if text:
+                sample.add(text)
+    if not samples[0].items or not samples[1].items:
+        raise CorpusError(f"no usable training pairs in {splits.train.describe()}: "
+                          f"all {splits.train_lines} lines are empty on one side")
+    return samples[0].items, samples[1].items
+
+
+# ----------------------------------------------------------------------------- the token store
+
+
+def _token_store(config: Config, model_dir: Path, splits: Splits, src_tok: SubwordTokenizer,
+                 trg_tok: SubwordTokenizer, log: Log, progress: bool | None) -> TokenStore:
+    """The training split's token store: the one in ``model_dir`` if it was built from the same files
+    with the same tokenizers and limits, else built now."""
+    directory = model_dir / DATA_DIR / TRAIN_STORE
+    tokenizers = hashlib.sha256(src_tok.serialized + b"|" + trg_tok.serialized).hexdigest()
+    fingerprint = {"train": files_fingerprint(splits.train), "tokenizers": tokenizers,
+                   "max_src_tokens": config.data.max_src_tokens, "max_trg_tokens": config.data.max_trg_tokens,
+                   "encoding_errors": config.data.encoding_errors}
+    meta = read_meta(directory)
+    if meta is not None and meta["fingerprint"] == json_round_trip(fingerprint):
+        store = TokenStore.open(directory)
+        log(f"training pairs: {_summary(store.meta['counts'], config)}; the prepared store {directory} is reused")
+        return store
+    if meta is not None:
+        log(f"the token store {directory} was prepared from other files, tokenizers or limits: preparing it again")
+    remove_stale_stores(directory.parent)
+    store = _build_store(config, splits, src_tok, trg_tok, directory, fingerprint, progress)
+    log(f"training pairs: {_summary(store.meta['counts'], config)}; prepared into {directory} "
+        f"({store.size_on_disk() / 2**20:.1f} MiB)")
+    return store
+
+
+def _build_store(config: Config, splits: Splits, src_tok: SubwordTokenizer, trg_tok: SubwordTokenizer,
+                 directory: Path, fingerprint: dict[str, Any], progress: bool | None) -> TokenStore:
+    """One streaming pass: read, clean, encode (SentencePiece on all cores) and filter the pairs a
+    chunk at a time, appending the kept ones to the store."""
+    data = config.data
+    counts = {"read": 0, "kept": 0, "empty": 0, "too_long": 0}
+    bar = counting_bar(splits.train_lines, "preparing", "pairs", show=bar_wanted(progress))
+    with TokenStoreWriter(directory, max(src_tok.vocab_size, trg_tok.vocab_size),
+                          max(data.max_src_tokens, data.max_trg_tokens)) as writer:
+        for chunk in _chunks(iter_pairs(splits.train, data.encoding_errors, splits.train_lines), CHUNK_PAIRS):
+            src_ids = src_tok.encode_batch([src for src, _ in chunk])
+            trg_ids = trg_tok.encode_batch([trg for _, trg in chunk])
+            usable = filter_pairs([len(s) for s in src_ids], [len(t) for t in trg_ids],
+                                  data.max_src_tokens, data.max_trg_tokens)
+            writer.add([src_ids[i] for i in usable.kept], [trg_ids[i] for i in usable.kept])
+            counts["read"] += len(chunk)
+            counts["kept"] += len(usable.kept)
+            counts["empty"] += usable.n_empty
+            counts["too_long"] += usable.n_too_long
+            bar.update(len(chunk))
+        bar.close()
+        if not counts["kept"]:
+            raise CorpusError(f"no usable training pairs in {splits.train.describe()} ({counts['read']} lines read)")
+        return writer.finish(fingerprint, counts)
+
+
+def _summary(counts: dict[str, int], config: Config) -> str:
+    summary = filter_summary(counts["kept"], counts["empty"], counts["too_long"])
+    if counts["empty"] or counts["too_long"]:
+        summary += f" (limits: {config.data.max_src_tokens} source / {config.data.max_trg_tokens} target tokens)"
+    return summary
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, indent=1, sort_keys=True)
+
+
+def json_round_trip(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), to compare with what was stored."""
+    return json.loads(json.dumps(value))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- a training run's start
 
 
-def prepare_run(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, log: Log) -> PreparedData:
+def prepare_run(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, log: Log,
+                progress: bool | None = None) -> PreparedData:
     """Everything a training run does before its first step but build the model: check the model
-    directory and the data, clean the directory, train (or, resuming, load) the tokenizers, encode
-    the data, and write the config.
+    directory and the data, clean the directory, prepare the tokenizers and the token store, encode
+    the validation set, and write the config.
 
-    Every process reads and checks the data before anything in ``model_dir`` is removed: a wrong path
-    or parallel files of different lengths must leave the model that ``--overwrite`` would replace
-    intact. The main process trains the tokenizers; the others wait, then load them."""
+    The data is checked (files found, line counts equal) before anything in ``model_dir`` is removed:
+    a wrong path or parallel files of different lengths leave the model that ``--overwrite`` would
+    replace intact. The main process prepares; the others wait, then map the same store."""
     check_model_dir(model_dir, resume, overwrite)
     if resume:
         check_same_model(config, model_dir)
-    corpora = read_corpora(config)
-    worker.barrier()  # every process has looked at model_dir and the data before the main one changes it
     data = None
     if worker.is_main:
+        splits = check_splits(config)
         model_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
         if overwrite and not resume:
             remove_run_files(model_dir)
-        data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log, corpora=corpora)
+        data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log, splits=splits, progress=progress)
     worker.barrier()
     if data is None:
-        for path in set(tokenizer_files(model_dir, config.vocab.joint)):
-            if not path.is_file():
+        for path in [*set(tokenizer_files(model_dir, config.vocab.joint)), model_dir / DATA_DIR / TRAIN_STORE]:
+            if not path.exists():
                 raise TrainingError(f"process {worker.rank} cannot see {path}, which the main process wrote: on "
                                     "several machines, --model-dir must be on a file system that all of them share")
-        data = prepare_data(config, model_dir, reuse_tokenizers=True, log=log, corpora=corpora)
+        data = load_prepared(config, model_dir)
     if worker.is_main and not resume:
         atomic_write_text(model_dir / CONFIG_FILE, config.to_yaml())
     return data
@@ -189,3 +357,4 @@ def check_same_model(config: Config, model_dir: Path) -> None:
     if changed:
         raise TrainingError(f"cannot resume: {', '.join(changed)} differ from {model_dir / CONFIG_FILE}; "
                             "the model and vocab settings must stay as they were")
+

@@ -21,6 +21,11 @@ def bar_wanted(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+def counting_bar(total: int | None, description: str, unit: str, show: bool) -> tqdm:
+    """A bar counting ``unit`` (lines, pairs) out of ``total`` (None: unknown), on stderr if ``show``."""
+    return tqdm(total=total, desc=description, unit=unit, unit_scale=True, disable=not show, dynamic_ncols=True)
+
+
 class TrainingProgress:
     def __init__(self, planned_steps: int | None, max_time: float, step: int, elapsed: float, show: bool) -> None:
         """planned_steps: the step budget, None when only ``max_time`` (seconds) bounds the run;
