@@ -80,12 +80,12 @@ def crash_on_training_batch(monkeypatch, number: int) -> None:
     """Make the ``number``-th training batch raise, as a crash in the middle of a step."""
     real_loss, calls = training.batch_loss, [0]
 
-    def loss(model, batch, label_smoothing):
+    def loss(model, batch, *args):
         if model.training:
             calls[0] += 1
             if calls[0] == number:
                 raise Crash()
-        return real_loss(model, batch, label_smoothing)
+        return real_loss(model, batch, *args)
 
     monkeypatch.setattr(training, "batch_loss", loss)
 
@@ -417,8 +417,8 @@ def poison_training_losses(monkeypatch, poison: dict[int, str] | None = None, fr
     with ``from_batch``, every batch from then on gets a NaN loss."""
     real_loss, calls = training.batch_loss, [0]
 
-    def loss(model, batch, label_smoothing):
-        value = real_loss(model, batch, label_smoothing)
+    def loss(model, batch, *args):
+        value = real_loss(model, batch, *args)
         if not model.training:
             return value
         calls[0] += 1

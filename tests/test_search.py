@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
-from attnmt.search import Hypothesis, beam_search, gnmt_length_penalty, greedy_search
+from attnmt.search import Hypothesis, beam_search, gnmt_length_penalty, greedy_search, sample_search
 
 A, B, C = 4, 5, 6  # target words; 0-3 are PAD, UNK, BOS, EOS
 VOCAB = 7
@@ -433,3 +433,119 @@ def test_search_runs_on_the_real_model():
         for h in found:
             assert h.attention.shape == (len(h.tokens) + 1, int(src_lengths[sentence]))
             torch.testing.assert_close(h.attention.sum(1), torch.ones(len(h.tokens) + 1))
+
+
+# --- sampling ---------------------------------------------------------------------------------------
+
+# One step decides the sample: the first token from a fixed distribution, then EOS for certain.
+FIRST_TOKEN = {A: 0.5, B: 0.3, C: 0.15, EOS_ID: 0.05}
+
+
+def one_step_table(key: int, prefix: tuple[int, ...]) -> list[float]:
+    if not prefix:
+        return [math.log(FIRST_TOKEN.get(token, 0.0)) if FIRST_TOKEN.get(token) else -math.inf
+                for token in range(VOCAB)]
+    return [0.0 if token == EOS_ID else -math.inf for token in range(VOCAB)]
+
+
+def draw(n_samples: int, seed: int, sentences: int = 1, **options) -> list[list[Hypothesis]]:
+    src = torch.tensor([[A, EOS_ID]] * sentences)
+    lengths = torch.full((sentences,), 2)
+    generator = torch.Generator().manual_seed(seed)
+    return sample_search(TableModel(one_step_table), src, lengths, torch.full((sentences,), 5), n_samples,
+                         generator=generator, **options)
+
+
+def first_tokens(found: list[list[Hypothesis]]) -> list[int]:
+    return [h.tokens[0] if h.tokens else EOS_ID for samples in found for h in samples]
+
+
+def test_sampling_with_a_seed_gives_the_same_samples_and_another_seed_others():
+    assert first_tokens(draw(200, seed=7)) == first_tokens(draw(200, seed=7))
+    assert first_tokens(draw(200, seed=7)) != first_tokens(draw(200, seed=8))
+    found = draw(3, seed=7, sentences=4)
+    assert [len(samples) for samples in found] == [3, 3, 3, 3]
+    for samples in found:
+        for h in samples:  # each scored by the model's own log-probability of what was drawn
+            expected = math.log(FIRST_TOKEN[h.tokens[0]]) if h.tokens else math.log(FIRST_TOKEN[EOS_ID])
+            assert h.log_prob == pytest.approx(expected, abs=1e-6) and h.score == h.log_prob
+
+
+def test_sampled_frequencies_match_the_distribution_by_a_chi_square_test():
+    """20,000 samples; with 3 degrees of freedom the 99.9 % point of chi-square is 16.27."""
+    counts = np.bincount(first_tokens(draw(20_000, seed=11)), minlength=VOCAB)
+    expected = {token: 20_000 * p for token, p in FIRST_TOKEN.items()}
+    chi_square = sum((counts[token] - e) ** 2 / e for token, e in expected.items())
+    assert chi_square < 16.27, (counts, chi_square)
+    assert counts.sum() == 20_000 and all(counts[t] == 0 for t in range(VOCAB) if t not in FIRST_TOKEN)
+
+
+def test_temperature_sharpens_and_flattens():
+    cold = np.bincount(first_tokens(draw(5_000, seed=3, temperature=0.25)), minlength=VOCAB)
+    hot = np.bincount(first_tokens(draw(5_000, seed=3, temperature=4.0)), minlength=VOCAB)
+    # p ** (1 / T) normalised: A has 0.88 of the mass at T = 0.25, 0.31 at T = 4 (0.5 at T = 1)
+    assert cold[A] > 0.85 * 5_000 and hot[A] < 0.4 * 5_000
+    assert hot[EOS_ID] > cold[EOS_ID]
+
+
+@settings(max_examples=30, deadline=None)
+@given(top_k=st.integers(1, 4), seed=st.integers(0, 1000), temperature=st.floats(0.2, 5.0))
+def test_top_k_never_emits_a_token_outside_the_k_most_probable(top_k, seed, temperature):
+    allowed = sorted(FIRST_TOKEN, key=lambda token: -FIRST_TOKEN[token])[:top_k]
+    assert set(first_tokens(draw(300, seed=seed, top_k=top_k, temperature=temperature))) <= set(allowed)
+
+
+def test_top_p_keeps_the_fewest_most_probable_tokens_holding_p():
+    assert set(first_tokens(draw(2_000, seed=5, top_p=0.75))) == {A, B}  # 0.5 + 0.3 reach 0.75
+    assert set(first_tokens(draw(2_000, seed=5, top_p=0.5))) == {A}
+    assert set(first_tokens(draw(2_000, seed=5, top_p=1.0))) == set(FIRST_TOKEN)
+
+
+def test_sample_tokens_rejects_settings_that_mean_nothing():
+    for options in ({"temperature": 0.0}, {"top_k": -1}, {"top_p": 0.0}, {"top_p": 1.5}):
+        with pytest.raises(ValueError):
+            draw(1, seed=0, **options)
+
+
+# --- the coverage penalty ---------------------------------------------------------------------------
+
+
+def two_way_table(key: int, prefix: tuple[int, ...]) -> list[float]:
+    """A or B first (A more probable), then the end; a long source for the attention to cover."""
+    table = [-math.inf] * VOCAB
+    if not prefix:
+        table[A], table[B], table[C] = math.log(0.5), math.log(0.3), math.log(0.2)
+    else:
+        table[EOS_ID] = 0.0
+    return table
+
+
+def test_the_coverage_penalty_ranks_finished_hypotheses_exactly_as_the_gnmt_formula_says():
+    src = torch.tensor([[A, B, C, A, B, EOS_ID]])
+    lengths, limits = torch.tensor([6]), torch.tensor([5])
+    plain = beam_search(TableModel(two_way_table), src, lengths, limits, beam_size=3, n_best=3, length_penalty=0.0)
+    zero = beam_search(TableModel(two_way_table), src, lengths, limits, beam_size=3, n_best=3, length_penalty=0.0,
+                       coverage_penalty=0.0)  # beta = 0 is the plain search
+    assert [(h.tokens, h.score, h.log_prob) for h in zero[0]] == [(h.tokens, h.score, h.log_prob) for h in plain[0]]
+    assert all(torch.equal(a.attention, b.attention) for a, b in zip(zero[0], plain[0]))
+    for beta in (0.2, 1.0, 5.0):
+        found = beam_search(TableModel(two_way_table), src, lengths, limits, beam_size=3, n_best=3,
+                            length_penalty=0.0, coverage_penalty=beta)[0]
+        assert sorted(h.tokens for h in found) == sorted(h.tokens for h in plain[0])  # the same hypotheses ...
+        for h in found:
+            coverage = h.attention[:, :-1].sum(dim=0)  # (5,) source tokens without </s>
+            expected = h.log_prob + beta * sum(math.log(min(float(mass), 1.0)) for mass in coverage)
+            assert h.score == pytest.approx(expected, abs=1e-5)  # ... scored as the formula says
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)  # ranked by it
+    # here the most probable hypothesis (A) covers the source worst: a large beta ranks it last
+    assert [h.tokens for h in plain[0]] == [[A], [B], [C]] and [h.tokens for h in found] == [[B], [C], [A]]
+
+
+def test_the_coverage_penalty_needs_attention():
+    src, lengths, limits = torch.tensor([[A, EOS_ID]]), torch.tensor([2]), torch.tensor([5])
+
+    class NoAttention(TableModel):
+        has_attention = False
+
+    with pytest.raises(ValueError, match="coverage penalty needs attention"):
+        beam_search(NoAttention(two_way_table, with_attention=False), src, lengths, limits, 3, coverage_penalty=1.0)

@@ -149,3 +149,40 @@ def test_a_model_without_attention_says_so_instead_of_a_heatmap(browser, toy_non
         assert page.locator(".result .heatmap").count() == 0
         page.close()
     assert errors == []
+
+
+def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legend(page, live_server):
+    """The page asks for diagnostics and marks the source words whose attention mass stayed under the
+    omission threshold (and those over the repetition one), as the API reports them, with a legend."""
+    from toy import toy_pairs
+
+    candidates = [source for source, _ in toy_pairs(200, seed=41, max_words=8)]
+    flagged = None
+    for sentence in candidates:  # the rough test model leaves some source words unattended; find one
+        response = httpx.post(f"{live_server.url}/v1/translate", json={"text": sentence, "beam": 1,
+                                                                       "diagnostics": True}, timeout=30)
+        diagnostics = response.json()["results"][0]["translations"][0]["diagnostics"]
+        if diagnostics["omitted"]:
+            flagged = sentence, diagnostics
+            break
+    assert flagged is not None, "no candidate sentence had a flagged word"
+    sentence, diagnostics = flagged
+    page.goto(live_server.url + "/")
+    sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
+    page.fill("#source", sentence)
+    page.fill("#beam", "1")
+    page.check("#level-words")
+    page.click("#translate")
+    page.wait_for_selector(".result .heatmap .cell")
+    omitted = [diagnostics["src_words"][j] for j in diagnostics["omitted"]]
+    over = [diagnostics["src_words"][j] for j in diagnostics["over_attended"]]
+    assert page.locator(".result .src-label.unattended").all_inner_texts() == omitted
+    assert page.locator(".result .src-label.overattended").all_inner_texts() == over
+    sync_api.expect(page.locator(".result .diagnostics")).to_contain_text("possibly untranslated: " + ", ".join(omitted))
+    sync_api.expect(page.locator(".result .legend")).to_contain_text("possibly untranslated")
+    # at the level of pieces, every piece of a flagged word is marked
+    page.check("#level-pieces")
+    sync_api.expect(page.locator(".result .src-label.unattended")).not_to_have_count(0)
+    marked = "".join(page.locator(".result .src-label.unattended").all_inner_texts()).replace("▁", "")
+    assert marked == "".join(omitted)
+    assert page.errors == [] and page.outside_requests == []

@@ -134,8 +134,8 @@ def test_a_prepare_killed_half_way_leaves_no_store_that_is_ever_used(tmp_path, m
     if child == 0:  # pragma: no cover - the child never returns
         real_add = TokenStoreWriter.add
 
-        def add_then_die(self, src_ids, trg_ids):
-            real_add(self, src_ids, trg_ids)
+        def add_then_die(self, *args, **kwargs):
+            real_add(self, *args, **kwargs)
             os._exit(9)
 
         TokenStoreWriter.add = add_then_die

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 from pathlib import Path
 from typing import Iterator, TextIO
@@ -18,6 +19,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set train.max_steps=1000 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --model-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --model-dir holds a model")
+    p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
+                   help="fine-tune: start from this model's weights and tokenizers (its architecture and vocabulary; "
+                        "a config that contradicts them is an error), with a fresh optimizer and schedule")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train)
 
@@ -33,6 +37,27 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_prepare)
 
 
+def _add_eflomal(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eflomal", help="word alignments of a config's training data by eflomal (both directions, "
+                                       "grow-diag-final-and), for train.guided_alignment")
+    p.add_argument("config", type=Path, help="YAML config: its data.train is aligned")
+    p.add_argument("--out", "-o", type=Path, required=True, help="Pharaoh file, one line per training line")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--extra-src", type=Path, help="more source sentences to align together with the training data")
+    p.add_argument("--extra-trg", type=Path, help="their translations")
+    p.add_argument("--extra-out", type=Path, help="where the alignments of the extra sentences go")
+    p.set_defaults(run=_run_eflomal)
+
+
+def _add_average(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("average", help="average checkpoints of a model (train.keep_checkpoints) into a new model")
+    p.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
+                   help="a model directory (its kept checkpoints, else its best weights) or a weights file")
+    p.add_argument("--out", "-o", type=Path, required=True, help="the model directory to write")
+    p.add_argument("--last", type=int, default=0, help="only the last K kept checkpoints of each model directory")
+    p.set_defaults(run=_run_average)
+
+
 def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate lines from a file or stdin, one output line per input line")
     p.add_argument("model_dir", type=Path)
@@ -40,11 +65,22 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
     _add_search_options(p)
     _add_precision_option(p)
+    _add_ensemble_option(p)
     p.add_argument("--n-best", type=int, default=None,
                    help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...' "
-                        "(default: decode.n_best of the model's config)")
+                        "(default: decode.n_best of the model's config); with --sampling, N samples")
+    p.add_argument("--sampling", action="store_true",
+                   help="draw translations from the model's distribution instead of searching (back-translation)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling: < 1 sharpens, > 1 flattens (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="sampling: only from the K most probable tokens")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="sampling: only from the most probable tokens holding P of the probability (nucleus)")
+    p.add_argument("--seed", type=int, default=None, help="sampling: the same seed, the same samples (default 0)")
     p.add_argument("--encoding-errors", choices=["strict", "replace"], default="strict",
                    help="invalid UTF-8 in the input: stop with an error (strict) or replace it")
+    p.add_argument("--diagnostics", type=Path, metavar="FILE",
+                   help="also write what the attention says about each translation here: one JSON line per input "
+                        "line (coverage of each source word, possible omissions and repetitions, entropy, </s> mass)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is one only on a terminal)")
     p.set_defaults(run=_run_translate)
 
@@ -52,6 +88,8 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
 def _add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy); default from the model's config")
     p.add_argument("--length-penalty", type=float, default=None, help="GNMT length penalty alpha")
+    p.add_argument("--coverage-penalty", type=float, default=None,
+                   help="GNMT coverage penalty beta (beam search; default: decode.coverage_penalty, 0: off)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="sentences per decoding batch (default: decode.batch_size of the model's config)")
 
@@ -62,12 +100,19 @@ def _load_translator(model_dir: Path, args: argparse.Namespace, **options):
 
     from attnmt.translator import Translator
 
-    translator = Translator.load(model_dir, **options)
-    if getattr(args, "batch_size", None):
-        if args.batch_size < 1:
-            raise SystemExit(f"attnmt {args.command}: --batch-size must be at least 1, got {args.batch_size}")
-        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=args.batch_size)
+    translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []), **options)
+    settings = {"batch_size": getattr(args, "batch_size", None), "coverage_penalty": getattr(args, "coverage_penalty", None)}
+    if (settings["batch_size"] is not None and settings["batch_size"] < 1) or (settings["coverage_penalty"] or 0) < 0:
+        raise SystemExit(f"attnmt {args.command}: --batch-size must be at least 1 and --coverage-penalty at least 0")
+    translator.config.decode = dataclasses.replace(
+        translator.config.decode, **{key: value for key, value in settings.items() if value is not None})
     return translator
+
+
+def _add_ensemble_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ensemble", type=Path, action="append", default=[], metavar="MODEL_DIR",
+                   help="decode together with this model (repeatable): the mean of the models' log-probabilities; "
+                        "the models must share their tokenizers")
 
 
 def _add_precision_option(p: argparse.ArgumentParser) -> None:
@@ -96,6 +141,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", type=Path, help="with --by-length: draw the scores by length here (PNG or SVG)")
     _add_search_options(p)
     _add_precision_option(p)
+    _add_ensemble_option(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -123,6 +169,24 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_align)
 
 
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="log-probabilities of given translations by forced decoding (or rescore "
+                                     "translate --n-best output)")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--src", type=Path, required=True, help="source sentences, one per line")
+    p.add_argument("--trg", type=Path, help="their translations, one per line: each line gives 'LOG_PROB<TAB>"
+                                            "PER_TOKEN<TAB>TOKENS' (TOKENS counts the target pieces and </s>)")
+    p.add_argument("--n-best", type=Path, help="instead of --trg: translate --n-best output to rescore; each line "
+                                                "gives its translations again, best first by this model's score "
+                                                "(log-probability over the GNMT length penalty, as search ranks)")
+    p.add_argument("--alignment", action="store_true", help="with --trg: add each pair's word alignment (Pharaoh)")
+    p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per forced-decoding batch")
+    _add_precision_option(p)
+    _add_ensemble_option(p)
+    p.set_defaults(run=_run_score)
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="offline demo: learn to normalise dates written in many languages")
     p.add_argument("--out", type=Path, default=Path("quickstart_out"), help="working directory (data, model, plot)")
@@ -147,6 +211,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-beam", type=int, default=16, help="largest beam and n-best size (default 16)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     _add_precision_option(p)
+    _add_ensemble_option(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.set_defaults(run=_run_serve)
@@ -169,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_prepare, _add_train, _add_translate, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
+    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_translate, _add_score, _add_evaluate,
+                _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
 
@@ -179,15 +245,57 @@ def _log(message: str) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from attnmt.config import load_config
+    from attnmt.config import given_keys, load_config
     from attnmt.training import train
+    from attnmt.training.prepare import finetune_config
 
     config = load_config(args.config, args.overrides)
+    if args.init_from is not None:
+        config = finetune_config(config, given_keys(args.config, args.overrides), args.init_from)
     result = train(config, args.model_dir, resume=args.resume, overwrite=args.overwrite,
-                   progress=False if args.no_progress else None, log=_log)
+                   progress=False if args.no_progress else None, log=_log, init_from=args.init_from)
     if result.rank == 0:  # under torchrun every process gets here; one says it
         _log(f"{result.steps} steps in {result.elapsed_seconds:.0f}s; best {config.train.early_stopping_metric}: "
              f"{result.best_metric}; model in {result.model_dir}")
+    return 0
+
+
+def _run_eflomal(args: argparse.Namespace) -> int:
+    import itertools
+
+    from attnmt.config import load_config
+    from attnmt.data.corpus import SplitFiles, check_lengths, iter_pairs
+    from attnmt.training.prepare import split_files
+    from attnmt.training.word_alignment import eflomal_alignments, write_alignments
+
+    extra = (args.extra_src, args.extra_trg, args.extra_out)
+    if any(extra) and not all(extra):
+        raise SystemExit("attnmt eflomal: --extra-src, --extra-trg and --extra-out go together")
+    config = load_config(args.config, args.overrides)
+    train = split_files(config, "train")
+    n_train = check_lengths(train)
+    pairs = iter_pairs(train, config.data.encoding_errors, n_train)
+    if args.extra_src is not None:
+        extra_files = SplitFiles(args.extra_src, args.extra_trg)
+        pairs = itertools.chain(pairs, iter_pairs(extra_files, "strict", check_lengths(extra_files)))
+    alignments = eflomal_alignments(pairs, log=_log)
+    write_alignments(args.out, alignments[:n_train])
+    if args.extra_out is not None:
+        write_alignments(args.extra_out, alignments[n_train:])
+    _log(f"alignments of {n_train} training pairs written to {args.out}"
+         + (f", of {len(alignments) - n_train} more to {args.extra_out}" if args.extra_out else ""))
+    return 0
+
+
+def _run_average(args: argparse.Namespace) -> int:
+    from attnmt.store import average_models
+
+    if args.last < 0:
+        raise SystemExit(f"attnmt average: --last must be at least 0, got {args.last}")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"attnmt average: {args.out} is not empty; give a new directory")
+    averaged = average_models(args.sources, args.out, args.last)
+    _log(f"averaged {len(averaged)} checkpoints into {args.out}: " + ", ".join(str(path) for path in averaged))
     return 0
 
 
@@ -240,15 +348,29 @@ def _line_bar(path: Path | None, description: str, quiet: bool):
 
 def _run_translate(args: argparse.Namespace) -> int:
     translator = _load_translator(args.model_dir, args, precision=args.precision)
-    search = translator.search_settings(args.beam, args.n_best, args.length_penalty)
+    sampling = {"sampling": True, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                "seed": args.seed} if args.sampling else {}
+    if not args.sampling and any(value is not None for value in (args.temperature, args.top_k, args.top_p, args.seed)):
+        raise SystemExit("attnmt translate: --temperature, --top-k, --top-p and --seed go with --sampling")
+    try:
+        search = translator.search_settings(args.beam, args.n_best, args.length_penalty, **sampling)
+    except ValueError as error:
+        raise SystemExit(f"attnmt translate: {error}") from None
+    if args.diagnostics is not None and not translator.has_attention:
+        raise SystemExit(f"attnmt translate: {args.model_dir} has no attention (model.attention: none): no diagnostics")
     with (_input_lines(args.input, args.encoding_errors) as lines, _output(args.output) as out,
+          _output(args.diagnostics) if args.diagnostics else contextlib.nullcontext() as diagnostics,
           _line_bar(args.input, "translating", args.no_progress) as bar):
         for chunk in translator.translate_chunks(lines, beam=search.beam_size, n_best=search.n_best,
-                                                 length_penalty=search.length_penalty):
+                                                 length_penalty=search.length_penalty, **sampling):
             if search.n_best > 1:
                 out.writelines(" ||| ".join(f"{t.text} ||| {t.score:.4f}" for t in n_best) + "\n" for n_best in chunk)
             else:
                 out.writelines(n_best[0].text + "\n" for n_best in chunk)
+            if diagnostics is not None:  # of the best translation of each line
+                diagnostics.writelines(json.dumps(n_best[0].diagnostics.to_dict(), ensure_ascii=False) + "\n"
+                                       for n_best in chunk)
+                diagnostics.flush()
             out.flush()  # every line of a chunk is out before the next chunk is read
             bar.update(len(chunk))
     return 0
@@ -361,6 +483,45 @@ def _raw_pairs(files) -> Iterator[tuple[str, str]]:
     return zip(iter_lines(files.src), iter_lines(files.trg), strict=True)
 
 
+def _run_score(args: argparse.Namespace) -> int:
+    from attnmt.data.corpus import SplitFiles, check_lengths
+    from attnmt.explain.alignment import format_links
+
+    if (args.trg is None) == (args.n_best is None):
+        raise SystemExit("attnmt score: give --trg (translations to score) or --n-best (an n-best list to rescore)")
+    if args.alignment and args.trg is None:
+        raise SystemExit("attnmt score: --alignment goes with --trg")
+    translator = _load_translator(args.model_dir, args, precision=args.precision)
+    check_lengths(SplitFiles(args.src, args.trg or args.n_best))  # names both files if they differ
+    with _output(args.output) as out:
+        if args.trg is not None:
+            for chunk in translator.score_chunks(_raw_pairs(SplitFiles(args.src, args.trg)), args.alignment):
+                out.writelines(f"{s.log_prob:.4f}\t{s.per_token:.4f}\t{s.tokens}"
+                               + (f"\t{format_links(s.alignment.links)}" if args.alignment else "") + "\n" for s in chunk)
+                out.flush()
+        else:
+            for line in _rescored(translator, _raw_pairs(SplitFiles(args.src, args.n_best)), args.n_best):
+                out.write(line + "\n")
+    return 0
+
+
+def _rescored(translator, pairs: Iterator[tuple[str, str]], path: Path) -> Iterator[str]:
+    """Each n-best line ('TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...') with this model's scores, best first."""
+    from attnmt.search import gnmt_length_penalty
+
+    alpha = translator.config.decode.length_penalty
+    for number, (source, line) in enumerate(pairs, start=1):
+        fields = [field.strip() for field in line.split("|||")]
+        if len(fields) % 2:
+            raise SystemExit(f"attnmt score: {path}, line {number}: expected 'TEXT ||| SCORE' pairs "
+                             "(translate --n-best output)")
+        texts = fields[0::2]
+        scores = translator.score([source] * len(texts), texts)
+        ranked = sorted(((s.log_prob / gnmt_length_penalty(s.tokens, alpha), text) for s, text in zip(scores, texts)),
+                        key=lambda item: -item[0])
+        yield " ||| ".join(f"{text} ||| {score:.4f}" for score, text in ranked)
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from attnmt.serve.app import ServeSettings, run_server
     from attnmt.serve.schemas import RequestLimits
@@ -375,7 +536,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     _log(f"attnmt serve: {args.model_dir} on http://{args.host}:{args.port}/ "
          f"(micro-batching {'on' if args.batching else 'off'})")
     run_server(args.model_dir, args.host, args.port, settings, device=args.device, precision=args.precision,
-               access_log=args.access_log)
+               access_log=args.access_log, ensemble=args.ensemble)
     return 0
 
 

@@ -92,6 +92,10 @@ class TrainConfig:
     device: str = "auto"  # auto (a CUDA GPU if there is one, else the CPU), cpu, cuda, cuda:N or mps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast, fp32 weights and optimizer
     accumulate: int = 1  # batches per optimizer step (per process): an effective batch of accumulate * batch_tokens
+    guided_alignment: str = ""  # word alignments of the training data (Pharaoh, e.g. from attnmt eflomal): attention learns them
+    guided_alignment_weight: float = 0.1  # the weight of the guided alignment loss against the translation loss
+    keep_checkpoints: int = 0  # the weights of the last K validations kept in checkpoints/, for averaging; 0: none
+    average_last: int = 0  # at the end, average the last K kept checkpoints; kept as the model if it validates better
 
 
 @dataclass
@@ -101,10 +105,16 @@ class DecodeConfig:
     beam_size: int = 5
     n_best: int = 1
     length_penalty: float = 1.0  # GNMT alpha; 0 ranks by raw log-probability
+    coverage_penalty: float = 0.0  # GNMT beta: beam search ranks lower what left source words unattended; 0: off
     max_length_ratio: float = 2.0  # target tokens at most ratio * source tokens + max_length_extra
     max_length_extra: int = 10
     batch_size: int = 64  # sentences per decoding batch
     max_input_tokens: int = 0  # longer inputs are translated in pieces of at most this; 0: data.max_src_tokens
+    sampling: bool = False  # draw n_best samples from the model instead of searching (e.g. for back-translation)
+    temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it
+    top_k: int = 0  # sampling: only from the k most probable tokens; 0: all
+    top_p: float = 1.0  # sampling: only from the most probable tokens that hold this much probability
+    seed: int = 0  # sampling: the same seed, the same samples
 
 
 @dataclass
@@ -143,7 +153,15 @@ class Config:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be positive, got {self.train.learning_rate}")
-        if self.decode.n_best > self.decode.beam_size:
+        if self.decode.coverage_penalty < 0:
+            raise ConfigError(f"decode.coverage_penalty must be >= 0, got {self.decode.coverage_penalty}")
+        if self.decode.sampling:
+            if self.decode.temperature <= 0:
+                raise ConfigError(f"decode.temperature must be positive, got {self.decode.temperature}")
+            if self.decode.top_k < 0 or not 0 < self.decode.top_p <= 1:
+                raise ConfigError(f"decode.top_k must be >= 0 and decode.top_p in (0, 1], got {self.decode.top_k} "
+                                  f"and {self.decode.top_p}")
+        elif self.decode.n_best > self.decode.beam_size:
             raise ConfigError(
                 f"decode.n_best ({self.decode.n_best}) cannot exceed decode.beam_size ({self.decode.beam_size})"
             )
@@ -156,10 +174,17 @@ class Config:
         if not _DEVICE.match(self.train.device):
             raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N (N a GPU number) or mps; "
                               f"got {self.train.device!r}")
+        if self.train.guided_alignment_weight < 0:
+            raise ConfigError(f"train.guided_alignment_weight must be >= 0, got {self.train.guided_alignment_weight}")
+        if self.train.guided_alignment and self.model.attention == "none":
+            raise ConfigError("train.guided_alignment trains attention: model.attention is none")
+        if self.train.average_last > self.train.keep_checkpoints:
+            raise ConfigError(f"train.average_last ({self.train.average_last}) averages kept checkpoints: set "
+                              f"train.keep_checkpoints to at least {self.train.average_last}")
         if self.model.share_embeddings and not self.vocab.joint:
             raise ConfigError("model.share_embeddings needs vocab.joint: true (one vocabulary for both sides)")
         for key in ("max_steps", "max_time", "early_stopping_patience", "valid_max_sentences", "num_threads",
-                    "checkpoint_every"):
+                    "checkpoint_every", "keep_checkpoints", "average_last"):
             if getattr(self.train, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self.train, key)}")
         return self
@@ -265,25 +290,37 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def given_keys(path: Path | str | None = None, overrides: list[str] | None = None) -> set[str]:
+    """The ``section.key`` names that a config file and its overrides set explicitly (what
+    ``load_config`` does not fill in with defaults)."""
+    raw = _read_yaml(Path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return {f"{section}.{key}" for section, values in raw.items() if isinstance(values, dict) for key in values}
+
+
 def load_config(path: Path | str | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when path is None) and apply ``--set`` overrides."""
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_bytes())  # PyYAML checks the encoding and names the position
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except OSError as error:  # a directory, no permission, ...
-            raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
+    raw = _read_yaml(Path(path)) if path is not None else {}
     try:
         return config_from_dict(apply_overrides(raw, overrides or []))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}" if path is not None else str(error)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The plain data of a YAML config file; ConfigError if it cannot be read or is not a mapping."""
+    raw: Any = {}
+    try:
+        raw = yaml.safe_load(path.read_bytes())  # PyYAML checks the encoding and names the position
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as error:  # a directory, no permission, ...
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(raw).__name__}")
+    return raw
 

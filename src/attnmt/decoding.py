@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from attnmt.config import DecodeConfig
 from attnmt.data.batching import collate, sentence_batches
 from attnmt.data.vocab import WORD_START
 from attnmt.errors import NoAttentionError
-from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search
+from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search, sample_search
 
 SENTENCE_END = tuple(".!?;。！？…؟।")
 
@@ -39,20 +39,25 @@ def decode_ids(
     model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, device: torch.device | str = "cpu"
 ) -> list[list[Hypothesis]]:
     """Search over many tokenized sentences in length-sorted batches of ``decode.batch_size``; the
-    ``decode.n_best`` best hypotheses of each, in input order. ``decode.beam_size`` 1 is greedy search.
+    ``decode.n_best`` best hypotheses of each, in input order. ``decode.beam_size`` 1 is greedy search;
+    with ``decode.sampling``, ``decode.n_best`` samples each instead (reproducible for ``decode.seed``).
     An empty sentence is still decoded (from its lone ``</s>``): callers decide what empty input means."""
     if isinstance(model, torch.nn.Module):
         model.eval()
+    generator = torch.Generator(device).manual_seed(decode.seed) if decode.sampling else None
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     for indices in sentence_batches([len(ids) for ids in src_ids], decode.batch_size):
         batch = collate([src_ids[i] for i in indices], None, indices)
         src, src_lengths = batch.src.to(device), batch.src_lengths.to(device)
         max_lengths = max_target_lengths(src_lengths, decode)
-        if decode.beam_size <= 1:
+        if decode.sampling:
+            found = sample_search(model, src, src_lengths, max_lengths, decode.n_best, decode.temperature,
+                                  decode.top_k, decode.top_p, generator)
+        elif decode.beam_size <= 1:
             found = greedy_search(model, src, src_lengths, max_lengths)
         else:
             found = beam_search(model, src, src_lengths, max_lengths, decode.beam_size, n_best=decode.n_best,
-                                length_penalty=decode.length_penalty)
+                                length_penalty=decode.length_penalty, coverage_penalty=decode.coverage_penalty)
         for position, hypotheses in zip(batch.indices, found):
             results[position] = hypotheses
     return results
@@ -209,9 +214,7 @@ def forced_decode(
     return results
 
 
-def with_search(decode: DecodeConfig, beam_size: int | None = None, n_best: int | None = None,
-                length_penalty: float | None = None) -> DecodeConfig:
-    """``decode`` with the search settings that are given (not None) replaced."""
-    changes = {key: value for key, value in
-               (("beam_size", beam_size), ("n_best", n_best), ("length_penalty", length_penalty)) if value is not None}
-    return dataclasses.replace(decode, **changes)
+def with_search(decode: DecodeConfig, **settings: Any) -> DecodeConfig:
+    """``decode`` with the search settings that are given (not None) replaced, e.g.
+    ``with_search(decode, beam_size=1, n_best=None)``."""
+    return dataclasses.replace(decode, **{key: value for key, value in settings.items() if value is not None})

@@ -37,14 +37,22 @@ Done sentences leave the batch (their rows are dropped from memory and state), s
 does not make the short ones cost steps.
 
 Scores use the GNMT length penalty lp(len) = ((5 + len) / 6) ** alpha, len counting EOS (Wu et al.,
-2016); alpha = 0 ranks by raw log-probability.
+2016); alpha = 0 ranks by raw log-probability. With a coverage penalty beta > 0, a finished hypothesis
+scores log_prob / lp(len) + beta * sum_i log(min(attention mass on source token i, 1)) (GNMT again):
+one that left source tokens unattended ranks lower. Live hypotheses are still ranked by their
+log-probabilities; the penalty, never positive, only lowers finished scores, so the stopping rule
+stays as it is.
+
+Sampling (``sample_search``) draws each token from the model's distribution instead, several samples
+per sentence decoded as one batch, as greedy search decodes one path.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Protocol, Self, TypeVar
+from typing import Callable, Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
@@ -116,19 +124,84 @@ def greedy_search(
     latter in target tokens without EOS (EOS is forced after that many). Sentences leave the batch as
     they end. Returns a one-element list per sentence, in batch order; its score is its log-probability.
     """
+    return _one_path_search(model, src, src_lengths, max_lengths, copies=1,
+                            choose=lambda log_probs: log_probs.argmax(dim=-1))
+
+
+@torch.inference_mode()
+def sample_search(
+    model: StepModel[MemoryT, StateT],
+    src: Tensor,
+    src_lengths: Tensor,
+    max_lengths: Tensor,
+    n_samples: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[Hypothesis]]:
+    """``n_samples`` translations of each sentence, each token drawn from the model's distribution
+    (``sample_tokens``: sharpened or flattened by ``temperature``, cut to the ``top_k`` most probable
+    tokens and to the smallest set holding ``top_p`` of the probability). All samples of all sentences
+    are decoded as one batch; with the same ``generator`` state, the same samples come out.
+    Shapes as in :func:`greedy_search`; per sentence, its samples in the order drawn, each scored by
+    its log-probability under the model itself (before temperature and truncation)."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+    check_sampling(temperature, top_k, top_p)
+    choose = functools.partial(sample_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    return _one_path_search(model, src, src_lengths, max_lengths, copies=n_samples, choose=choose)
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature} (for the most probable tokens: greedy search)")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0: no limit), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def sample_tokens(log_probs: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  generator: torch.Generator | None = None) -> Tensor:
+    """One token per row of ``log_probs`` (rows, vocab), drawn from softmax(log_probs / temperature)
+    restricted to the ``top_k`` most probable tokens (0: all) and then to the fewest most probable
+    ones whose probability adds up to ``top_p`` (nucleus sampling; 1: all). Returns (rows,)."""
+    logits = log_probs / temperature  # (rows, vocab)
+    if top_k and top_k < logits.size(1):
+        kth_best = logits.topk(top_k, dim=1).values[:, -1:]  # (rows, 1)
+        logits = logits.masked_fill(logits < kth_best, NEG_INF)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=1, descending=True)
+        probs = sorted_logits.softmax(dim=1)
+        before = probs.cumsum(dim=1) - probs  # (rows, vocab) the mass of the tokens ranked above
+        sorted_logits = sorted_logits.masked_fill(before >= top_p, NEG_INF)  # the best token always stays
+        logits = torch.full_like(logits, NEG_INF).scatter(1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+
+
+def _one_path_search(
+    model: StepModel[MemoryT, StateT], src: Tensor, src_lengths: Tensor, max_lengths: Tensor, copies: int,
+    choose: Callable[[Tensor], Tensor],
+) -> list[list[Hypothesis]]:
+    """``copies`` paths per sentence, each extended by the token ``choose`` picks from the step's
+    log-probabilities (rows, vocab) -> (rows,): greedy search (argmax, one copy) or sampling."""
     memory, state = model.encode(src, src_lengths)
     batch, device = src.size(0), src.device
-    sentences = list(range(batch))  # each active row's sentence
+    if copies > 1:  # row = sentence * copies + copy
+        expand = torch.arange(batch, device=device).repeat_interleave(copies)  # (batch*copies,)
+        memory, state = memory.reorder(expand), state.reorder(expand)
+    rows = list(range(batch * copies))  # each active row's path
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
-    prev_tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=device)
-    log_prob = torch.zeros(batch, device=device)
-    tokens = torch.zeros(batch, 0, dtype=torch.long, device=device)  # (n, t)
-    attention_rows: Tensor | None = torch.zeros(batch, 0, src.size(1), device=device)  # (n, t, src_len)
-    results: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    prev_tokens = torch.full((len(rows),), BOS_ID, dtype=torch.long, device=device)
+    log_prob = torch.zeros(len(rows), device=device)
+    tokens = torch.zeros(len(rows), 0, dtype=torch.long, device=device)  # (n, t)
+    attention_rows: Tensor | None = torch.zeros(len(rows), 0, src.size(1), device=device)  # (n, t, src_len)
+    results: list[Hypothesis | None] = [None] * len(rows)
     for t in itertools.count():
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
-        log_probs = _force_eos(log_probs, [limits[s] <= t for s in sentences])
-        prev_tokens = log_probs.argmax(dim=-1)  # (n,)
+        log_probs = _force_eos(log_probs, [limits[row // copies] <= t for row in rows])
+        prev_tokens = choose(log_probs)  # (n,)
         log_prob = log_prob + log_probs.gather(1, prev_tokens.unsqueeze(1)).squeeze(1)
         tokens = torch.cat([tokens, prev_tokens.unsqueeze(1)], dim=1)  # (n, t+1)
         attention_rows = _extend(attention_rows, slice(None), attention)  # (n, t+1, src_len)
@@ -136,24 +209,24 @@ def greedy_search(
         ended_rows = ended.nonzero().squeeze(1)
         if ended_rows.numel() == 0:
             continue
-        ended_sentences = [sentences[row] for row in ended_rows.tolist()]
+        ended_paths = [rows[row] for row in ended_rows.tolist()]
         hypotheses = _hypotheses(
             tokens[ended_rows, :-1],
             log_prob[ended_rows].tolist(),
             None if attention_rows is None else attention_rows[ended_rows],
-            [lengths[s] for s in ended_sentences],
+            [lengths[path // copies] for path in ended_paths],
             alpha=0.0,
         )
-        for sentence, hypothesis in zip(ended_sentences, hypotheses):
-            results[sentence] = [hypothesis]
+        for path, hypothesis in zip(ended_paths, hypotheses):
+            results[path] = hypothesis
         keep = (~ended).nonzero().squeeze(1)  # (m,)
         if keep.numel() == 0:
             break
-        sentences = [sentences[row] for row in keep.tolist()]
+        rows = [rows[row] for row in keep.tolist()]
         prev_tokens, log_prob, tokens = (x[keep] for x in (prev_tokens, log_prob, tokens))
         attention_rows = None if attention_rows is None else attention_rows[keep]
         state, memory = state.reorder(keep), memory.reorder(keep)
-    return results
+    return [results[sentence * copies : (sentence + 1) * copies] for sentence in range(batch)]
 
 
 @torch.inference_mode()
@@ -165,13 +238,18 @@ def beam_search(
     beam_size: int,
     n_best: int = 1,
     length_penalty: float = 1.0,
+    coverage_penalty: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` best hypotheses per sentence (best first, by score), found with beam search.
 
-    Shapes as in :func:`greedy_search`; ``length_penalty`` is the GNMT alpha. See the module docstring
-    for the algorithm and its stopping rule. A sentence returns fewer than ``n_best`` hypotheses only
-    when fewer with a non-zero probability fit within its max length.
+    Shapes as in :func:`greedy_search`; ``length_penalty`` is the GNMT alpha, ``coverage_penalty``
+    the GNMT beta (``gnmt_coverage_penalty``: finished hypotheses that left source words without
+    attention score lower). See the module docstring for the algorithm and its stopping rule. A
+    sentence returns fewer than ``n_best`` hypotheses only when fewer with a non-zero probability fit
+    within its max length.
     """
+    if coverage_penalty and not model_has_attention(model):
+        raise ValueError("the coverage penalty needs attention: this model has none")
     if beam_size < 1:
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     if not 1 <= n_best <= beam_size:
@@ -192,7 +270,7 @@ def beam_search(
         at_limit = [limits[s] <= t for s in beams.sentences]  # (n,)
         log_probs = _force_eos(log_probs, [limit for limit in at_limit for _ in range(beam_size)])
         ranked = _rank(beams, log_probs)
-        _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty)
+        _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
         pools = [finished[s] for s in beams.sentences]
         done = torch.tensor(at_limit, device=device) | _settled(ranked, pools, t + 1, length_penalty)  # (n,)
         keep = (~done).nonzero().squeeze(1)  # (m,) active sentences that go on
@@ -340,6 +418,7 @@ def _collect_endings(
     attention: Tensor | None,
     src_lengths: list[int],
     alpha: float,
+    beta: float = 0.0,
 ) -> None:
     """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len) or None."""
     if not endings:
@@ -348,22 +427,41 @@ def _collect_endings(
     sentences = [beams.sentences[i] for i, _, _ in endings]
     attention_rows = _extend(beams.attention, rows, attention)  # (e, t+1, src_len)
     hypotheses = _hypotheses(
-        beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha
+        beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha,
+        beta,
     )
     for sentence, hypothesis in zip(sentences, hypotheses):
         finished[sentence].append(hypothesis)
 
 
 def _hypotheses(
-    tokens: Tensor, log_probs: list[float], attention: Tensor | None, src_lengths: list[int], alpha: float
+    tokens: Tensor, log_probs: list[float], attention: Tensor | None, src_lengths: list[int], alpha: float,
+    beta: float = 0.0,
 ) -> list[Hypothesis]:
-    """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source."""
+    """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source.
+    Scores: log_prob / lp(len) + cp (``beta`` > 0 only)."""
     penalty = gnmt_length_penalty(tokens.size(1) + 1, alpha)
     attention = None if attention is None else attention.float().cpu()
-    return [
-        Hypothesis(row, log_prob / penalty, log_prob, None if attention is None else attention[i, :, :length].clone())
-        for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths))
-    ]
+    hypotheses = []
+    for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths)):
+        rows = None if attention is None else attention[i, :, :length].clone()  # (t+1, length)
+        score = log_prob / penalty + (gnmt_coverage_penalty(rows, beta) if beta else 0.0)
+        hypotheses.append(Hypothesis(row, score, log_prob, rows))
+    return hypotheses
+
+
+def gnmt_coverage_penalty(attention: Tensor, beta: float) -> float:
+    """beta * sum over source tokens of log(min(attention mass received, 1)) (Wu et al., 2016): 0 when
+    every source token received at least one unit of attention, negative for each that got less.
+    attention: (target steps, source tokens with the source </s> last); the </s> column is left out
+    (it has no word to cover), a mass of 0 is taken as 1e-10."""
+    coverage = attention[:, :-1].sum(dim=0).clamp(min=1e-10, max=1.0)  # (source tokens,)
+    return beta * float(coverage.log().sum())
+
+
+def model_has_attention(model) -> bool:
+    """A step model without attention says so (``has_attention`` False); one that does not say has it."""
+    return getattr(model, "has_attention", True)
 
 
 def _extend(history: Tensor | None, rows: Tensor | slice, attention: Tensor | None) -> Tensor | None:

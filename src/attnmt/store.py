@@ -224,6 +224,84 @@ def verify_checksum(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
         raise CheckpointError(f"{path} is corrupted: its contents do not match the checksum written with it")
 
 
+# ----------------------------------------------------------------------------- kept checkpoints, averaging
+
+
+def checkpoint_path(model_dir: Path, step: int) -> Path:
+    """Where the weights of the validation at ``step`` are kept: ``checkpoints/step_000004500.safetensors``."""
+    return Path(model_dir) / CHECKPOINTS_DIR / f"step_{step:09d}.safetensors"
+
+
+def kept_checkpoints(model_dir: Path) -> list[Path]:
+    """The kept checkpoints of a model directory, oldest first."""
+    return sorted((Path(model_dir) / CHECKPOINTS_DIR).glob("step_*.safetensors"))
+
+
+def keep_checkpoint(model: nn.Module, model_dir: Path, step: int, keep: int) -> Path:
+    """Save the weights of step ``step`` among the kept checkpoints and delete all but the last
+    ``keep`` (written first, deleted after: a crash in between leaves one more, never one less)."""
+    path = checkpoint_path(model_dir, step)
+    path.parent.mkdir(exist_ok=True)
+    save_weights(model, path)
+    for old in kept_checkpoints(model_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of the weights in ``paths`` (each verified), accumulated in float64.
+    Files that do not hold the same tensors, or tensors of other shapes, are a CheckpointError
+    naming them."""
+    import torch
+
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    reference = paths[0]
+    for path in paths:
+        tensors = read_weights(path)
+        if total and set(tensors) != set(total):
+            different = sorted(set(tensors) ^ set(total))
+            raise CheckpointError(f"{path} and {reference} hold different weights ({', '.join(different[:5])}): "
+                                  "only checkpoints of one model can be averaged")
+        for name, tensor in tensors.items():
+            if name in total and total[name].shape != tensor.shape:
+                raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, {reference} has "
+                                      f"{tuple(total[name].shape)}: only checkpoints of one model can be averaged")
+            total[name] = total.get(name, 0) + tensor.double()
+    dtypes = {name: tensor.dtype for name, tensor in read_weights(reference).items()}
+    return {name: (value / len(paths)).to(dtypes[name]) for name, value in total.items()}
+
+
+def average_models(sources: list[Path], out_dir: Path, last: int = 0) -> list[Path]:
+    """Write a model directory ``out_dir`` whose weights are the mean of the sources' (its config
+    and tokenizers those of the first source). A source is a model directory (its kept checkpoints,
+    only the ``last`` of them if given, or else its best weights) or a weights file in one. Every
+    source must be a model of the same architecture and vocabulary. Returns the files averaged."""
+    model_dirs, paths = [], []
+    for source in map(Path, sources):
+        if source.is_dir():
+            kept = kept_checkpoints(source)
+            chosen = (kept[-last:] if last else kept) or [source / WEIGHTS_FILE]
+            model_dirs.append(source)
+        else:
+            chosen = [source]
+            model_dirs.append(source.parent.parent if source.parent.name == CHECKPOINTS_DIR else source.parent)
+        paths += chosen
+    config = load_config_file(model_dirs[0])
+    first_tokenizers = [path.read_bytes() for path in tokenizer_files(model_dirs[0], config.vocab.joint)]
+    for model_dir in model_dirs[1:]:
+        other = load_config_file(model_dir)
+        if (other.model, other.vocab) != (config.model, config.vocab) or first_tokenizers != [
+                path.read_bytes() for path in tokenizer_files(model_dir, other.vocab.joint)]:
+            raise CheckpointError(f"{model_dir} and {model_dirs[0]} are not the same model (their model or vocab "
+                                  "settings or their tokenizers differ): only one model's weights can be averaged")
+    tensors = average_weights(paths)
+    copy_model_files(model_dirs[0], out_dir, config)
+    save_tensors(Path(out_dir) / WEIGHTS_FILE, tensors)
+    return paths
+
+
 # ----------------------------------------------------------------------------- loading a model
 
 
@@ -261,6 +339,21 @@ def build_model(config: Config, src_tokenizer: SubwordTokenizer, trg_tokenizer: 
     from attnmt.model import Seq2Seq
 
     return Seq2Seq.from_config(config.model, src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
+
+
+def copy_model_files(source: Path, target: Path, config: Config) -> None:
+    """A new model directory's config and tokenizers, those of ``source`` (atomically written)."""
+    Path(target).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(target) / CONFIG_FILE, config.to_yaml())
+    copy_tokenizers(source, target, config.vocab.joint)
+
+
+def copy_tokenizers(source: Path, target: Path, joint: bool) -> None:
+    """The SentencePiece models of ``source`` into ``target`` (atomically written)."""
+    for path in dict.fromkeys(tokenizer_files(source, joint)):
+        if not path.is_file():
+            raise CheckpointError(f"{source} lacks its tokenizer model {path.name}")
+        atomic_write_bytes(Path(target) / path.name, path.read_bytes())
 
 
 def load_model(model_dir: Path, weights: Path | None = None) -> tuple[Config, Seq2Seq, SubwordTokenizer, SubwordTokenizer]:

@@ -12,11 +12,12 @@ and detokenizes what comes back.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +26,14 @@ from attnmt.config import Config, DecodeConfig
 from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE, UNK_ID, WORD_START
-from attnmt.decoding import decode_long_inputs, forced_decode, with_search
-from attnmt.errors import NoAttentionError
+from attnmt.decoding import ForcedDecoding, decode_long_inputs, forced_decode, with_search
+from attnmt.errors import CheckpointError, NoAttentionError
 from attnmt.explain.alignment import WordAlignment, merge_groups, word_attention
+from attnmt.explain.diagnostics import Diagnostics, diagnose
 from attnmt.model import Seq2Seq
+from attnmt.model.ensemble import Ensemble
 from attnmt.runtime import autocast, check_inference_precision, quantize_int8
-from attnmt.search import Hypothesis
+from attnmt.search import Hypothesis, check_sampling
 from attnmt.store import load_model
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,13 @@ class Translation:
         """(source labels, target labels) for the attention matrix, ``</s>`` included."""
         return self.src_tokens + [EOS_PIECE], self.tokens + [EOS_PIECE]
 
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """What the attention says about this translation: source words it may have left out or
+        translated twice, how spread each target word's attention is (attnmt.explain.diagnostics).
+        Raises NoAttentionError for a model without attention."""
+        return diagnose(self)
+
     def word_alignment(self) -> WordAlignment:
         """The translation aligned to its source word by word, from the attention of the search
         (words found by SentencePiece's "▁"; see attnmt.explain.alignment)."""
@@ -67,7 +77,7 @@ class Translator:
 
     def __init__(
         self,
-        model: Seq2Seq,
+        model: Seq2Seq | Ensemble,
         config: Config,
         src_tokenizer: SubwordTokenizer,
         trg_tokenizer: SubwordTokenizer,
@@ -81,38 +91,61 @@ class Translator:
         check_inference_precision(precision, self.device)
         model = model.to(self.device).eval()
         self.num_parameters = model.num_parameters()  # of the trained model (int8 packs its weights away)
-        self.model = quantize_int8(model) if precision == "int8" else model
+        self.model = quantize_int8(model) if precision == "int8" else model  # an Ensemble's models all quantized
         self.precision = precision
         self.config = config
         self.src_tokenizer = src_tokenizer
         self.trg_tokenizer = trg_tokenizer
 
     @classmethod
-    def load(cls, model_dir: Path | str, device: torch.device | str = "cpu", precision: str = "fp32") -> "Translator":
-        """Load a model directory (safetensors + YAML + SentencePiece; never a pickle)."""
+    def load(cls, model_dir: Path | str, device: torch.device | str = "cpu", precision: str = "fp32",
+             ensemble: Sequence[Path | str] = ()) -> "Translator":
+        """Load a model directory (safetensors + YAML + SentencePiece; never a pickle). ``ensemble``:
+        more model directories to decode together with it (attnmt.model.ensemble); they must have
+        the same tokenizers, and the search settings are the first model's."""
         config, model, src_tokenizer, trg_tokenizer = load_model(Path(model_dir))
+        if ensemble:
+            members = [model]
+            for other_dir in ensemble:
+                _, other, other_src, other_trg = load_model(Path(other_dir))
+                for side, ours, theirs in (("target", trg_tokenizer, other_trg), ("source", src_tokenizer, other_src)):
+                    if ours.serialized != theirs.serialized:
+                        raise CheckpointError(f"{other_dir} and {model_dir} have different {side} vocabularies: "
+                                              "only models that share their tokenizers can be ensembled")
+                members.append(other)
+            model = Ensemble(members)
         return cls(model, config, src_tokenizer, trg_tokenizer, device, precision)
+
+    @property
+    def attention_source(self) -> str:
+        """Whose attention the translations show: the model's, or the mean of an ensemble's models."""
+        if isinstance(self.model, Ensemble):
+            return f"the mean attention of the ensemble's {len(self.model.members)} models"
+        return "the model's attention"
 
     @property
     def has_attention(self) -> bool:
         return self.model.has_attention
 
     def translate(
-        self, texts: Sequence[str], beam: int | None = None, length_penalty: float | None = None
+        self, texts: Sequence[str], beam: int | None = None, length_penalty: float | None = None, **search: Any
     ) -> list[Translation]:
-        """One translation per input text, in order. An empty (or blank) text gives an empty translation."""
-        return [n_best[0] for n_best in self.translate_n_best(texts, beam=beam, n_best=1, length_penalty=length_penalty)]
+        """One translation per input text, in order. An empty (or blank) text gives an empty translation.
+        ``search``: other decode settings for this call (``sampling=True, temperature=0.8``, ...)."""
+        return [n_best[0] for n_best in self.translate_n_best(texts, beam=beam, n_best=1, length_penalty=length_penalty,
+                                                                 **search)]
 
     def translate_n_best(
         self, texts: Sequence[str], beam: int | None = None, n_best: int | None = None,
-        length_penalty: float | None = None,
+        length_penalty: float | None = None, **search: Any,
     ) -> list[list[Translation]]:
         """The ``n_best`` best translations of each text, best first (defaults: the config's
-        ``decode.beam_size`` and ``decode.n_best``).
+        ``decode.beam_size`` and ``decode.n_best``); with ``sampling=True``, ``n_best`` samples of each
+        in the order drawn (``temperature``, ``top_k``, ``top_p`` and ``seed`` as in DecodeConfig).
 
         A text longer than ``decode.max_input_tokens`` source tokens (default ``data.max_src_tokens``,
         what the model was trained on) is translated in pieces cut at sentence or word boundaries."""
-        decode = self.search_settings(beam, n_best, length_penalty)
+        decode = self.search_settings(beam, n_best, length_penalty, **search)
         cleaned = [clean_line(text) for text in texts]
         wanted = [i for i, text in enumerate(cleaned) if text]
         src_ids = self.src_tokenizer.encode_batch([cleaned[i] for i in wanted])
@@ -130,7 +163,7 @@ class Translator:
 
     def translate_chunks(
         self, texts: Iterable[str], beam: int | None = None, n_best: int | None = None,
-        length_penalty: float | None = None, chunk_size: int | None = None,
+        length_penalty: float | None = None, chunk_size: int | None = None, **search: Any,
     ) -> Iterator[list[list[Translation]]]:
         """``translate_n_best`` over an iterable of any length (a file read line by line), a chunk of
         ``chunk_size`` texts at a time (default ``CHUNK_BATCHES`` decoding batches): each chunk's
@@ -139,25 +172,29 @@ class Translator:
         chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
         iterator = iter(texts)
         while chunk := list(itertools.islice(iterator, chunk_size)):
-            yield self.translate_n_best(chunk, beam=beam, n_best=n_best, length_penalty=length_penalty)
+            yield self.translate_n_best(chunk, beam=beam, n_best=n_best, length_penalty=length_penalty, **search)
 
     def translate_stream(
         self, texts: Iterable[str], beam: int | None = None, n_best: int | None = None,
-        length_penalty: float | None = None, chunk_size: int | None = None,
+        length_penalty: float | None = None, chunk_size: int | None = None, **search: Any,
     ) -> Iterator[list[Translation]]:
         """The n-best list of each text of an iterable of any length, in order (``translate_chunks``,
         one text at a time)."""
-        for chunk in self.translate_chunks(texts, beam, n_best, length_penalty, chunk_size):
+        for chunk in self.translate_chunks(texts, beam, n_best, length_penalty, chunk_size, **search):
             yield from chunk
 
     def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None,
                      ) -> Iterator[list[WordAlignment]]:
         """``align`` over (source, target) pairs of an iterable of any length, a chunk at a time (as
         ``translate_chunks``)."""
-        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
-        iterator = iter(pairs)
-        while chunk := list(itertools.islice(iterator, chunk_size)):
-            yield self.align([source for source, _ in chunk], [target for _, target in chunk])
+        for sources, targets in self._pair_chunks(pairs, chunk_size):
+            yield self.align(sources, targets)
+
+    def score_chunks(self, pairs: Iterable[tuple[str, str]], alignment: bool = False, chunk_size: int | None = None,
+                     ) -> Iterator[list[PairScore]]:
+        """``score`` over (source, target) pairs of an iterable of any length, a chunk at a time."""
+        for sources, targets in self._pair_chunks(pairs, chunk_size):
+            yield self.score(sources, targets, alignment)
 
     def align(self, sources: Sequence[str], targets: Sequence[str]) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
@@ -166,6 +203,22 @@ class Translator:
         is encoded on its own (SentencePiece splits at whitespace before segmenting, so the pieces are
         those of the whole sentence) and its pieces' attention merged. Raises NoAttentionError for a
         model without attention."""
+        return [forced.alignment() for forced in self._force(sources, targets, need_attention=True)]
+
+    def score(self, sources: Sequence[str], targets: Sequence[str], alignment: bool = False) -> list[PairScore]:
+        """How probable each given translation is: the log-probability of ``targets[i]`` given
+        ``sources[i]`` by forced decoding, summed over its target pieces and the final ``</s>``
+        (exactly the sum of the step log-probabilities the model gives it under teacher forcing).
+        ``alignment``: also its word alignment (a model with attention only). Use: rescoring n-best
+        lists, filtering noisy training pairs by their log-probability per token."""
+        forced = self._force(sources, targets, need_attention=alignment)
+        return [PairScore(float(f.result.token_log_probs.sum()), len(f.result.token_log_probs),
+                          [self.trg_tokenizer.id_to_piece(t) for t in f.trg_ids] + [EOS_PIECE],
+                          f.result.token_log_probs, f.alignment() if alignment else None) for f in forced]
+
+    def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
+        """Forced decoding of each (source, target) pair, the texts cut into whitespace-separated words
+        and each word encoded on its own, so that pieces map back to words."""
         if len(sources) != len(targets):
             raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
         src_words = [source.split() for source in sources]
@@ -173,13 +226,16 @@ class Translator:
         src_pieces = [self.src_tokenizer.encode_batch([clean_line(w) for w in words]) for words in src_words]
         trg_pieces = [self.trg_tokenizer.encode_batch([clean_line(w) for w in words]) for words in trg_words]
         with autocast(self.precision, self.device):
-            forced = forced_decode(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
-                                   self.config.decode.batch_size, self.device, need_attention=True)
-        alignments = []
-        for result, src, trg, src_ids, trg_ids in zip(forced, src_words, trg_words, src_pieces, trg_pieces):
-            words = merge_groups(result.attention, _piece_groups(src_ids), _piece_groups(trg_ids))  # (trg+1, src+1)
-            alignments.append(WordAlignment.from_attention(words, src, trg))
-        return alignments
+            results = forced_decode(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
+                                    self.config.decode.batch_size, self.device, need_attention=need_attention)
+        return [_Forced(*fields) for fields in zip(results, src_words, trg_words, src_pieces, trg_pieces)]
+
+    def _pair_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None,
+                     ) -> Iterator[tuple[list[str], list[str]]]:
+        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
+        iterator = iter(pairs)
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            yield [source for source, _ in chunk], [target for _, target in chunk]
 
     @property
     def max_input_tokens(self) -> int:
@@ -187,14 +243,24 @@ class Translator:
         return self.config.decode.max_input_tokens or self.config.data.max_src_tokens
 
     def search_settings(self, beam: int | None = None, n_best: int | None = None,
-                        length_penalty: float | None = None) -> DecodeConfig:
+                        length_penalty: float | None = None, **search: Any) -> DecodeConfig:
         """The decode settings a call with these arguments uses: the config's, with those given (not
-        None) replaced; the config's n-best is capped at the beam size. ValueError if they do not fit."""
-        decode = with_search(self.config.decode, beam_size=beam, length_penalty=length_penalty)
-        decode = with_search(decode, n_best=n_best if n_best is not None else min(decode.n_best, decode.beam_size))
+        None) replaced; the config's n-best is capped at the beam size (when searching: samples are
+        as many as asked). ValueError if they do not fit."""
+        unknown = sorted(set(search) - {f.name for f in dataclasses.fields(DecodeConfig)})
+        if unknown:
+            raise TypeError(f"unknown decode settings: {', '.join(unknown)}")
+        decode = with_search(self.config.decode, beam_size=beam, length_penalty=length_penalty, **search)
+        if n_best is None and not decode.sampling:
+            n_best = min(decode.n_best, decode.beam_size)
+        decode = with_search(decode, n_best=n_best)
         if decode.beam_size < 1:
             raise ValueError(f"beam must be >= 1, got {decode.beam_size}")
-        if decode.n_best < 1 or decode.n_best > decode.beam_size:
+        if decode.sampling:
+            if decode.n_best < 1:
+                raise ValueError(f"n_best (the samples per text) must be >= 1, got {decode.n_best}")
+            check_sampling(decode.temperature, decode.top_k, decode.top_p)
+        elif decode.n_best < 1 or decode.n_best > decode.beam_size:
             raise ValueError(f"n_best must be between 1 and the beam size ({decode.beam_size}), got {decode.n_best}")
         return decode
 
@@ -226,6 +292,41 @@ class Translator:
             else:
                 pieces.append(self.trg_tokenizer.id_to_piece(token))
         return clean_line(self.trg_tokenizer.processor.decode_pieces(pieces))
+
+
+@dataclass
+class PairScore:
+    """The log-probability of a given translation (``Translator.score``)."""
+
+    log_prob: float  # summed over the target pieces and </s>
+    tokens: int  # target pieces + 1 (</s>)
+    pieces: list[str]  # the target pieces, </s> last
+    token_log_probs: np.ndarray = field(repr=False)  # (tokens,) one per piece, </s> last
+    alignment: WordAlignment | None = field(default=None, repr=False)
+
+    @property
+    def per_token(self) -> float:
+        """The mean log-probability per target token (</s> included): comparable across lengths."""
+        return self.log_prob / self.tokens
+
+
+@dataclass
+class _Forced:
+    """One pair's forced decoding, with the words and pieces it was cut into."""
+
+    result: ForcedDecoding
+    src_words: list[str]
+    trg_words: list[str]
+    src_ids: list[list[int]]  # per word
+    word_trg_ids: list[list[int]]  # per word
+
+    @property
+    def trg_ids(self) -> list[int]:
+        return _concat(self.word_trg_ids)
+
+    def alignment(self) -> WordAlignment:
+        words = merge_groups(self.result.attention, _piece_groups(self.src_ids), _piece_groups(self.word_trg_ids))
+        return WordAlignment.from_attention(words, self.src_words, self.trg_words)  # words: (trg+1, src+1)
 
 
 def _empty_translation(has_attention: bool) -> Translation:

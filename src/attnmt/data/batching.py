@@ -36,6 +36,8 @@ class Batch:
     trg_output: torch.Tensor | None  # (batch, trg_len) long
     indices: list[int]  # position of each example in the dataset
     n_trg_tokens: int  # non-pad tokens of trg_output (EOS included); 0 without a target
+    alignment: torch.Tensor | None = None  # (batch, trg_len, src_len) float: guided alignment targets, each
+    # aligned target position's row summing to 1 over the source pieces it is linked to, other rows 0
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -46,7 +48,7 @@ class Batch:
 
         return Batch(
             move(self.src), move(self.src_lengths), move(self.trg_input), move(self.trg_output),
-            self.indices, self.n_trg_tokens,
+            self.indices, self.n_trg_tokens, move(self.alignment),
         )
 
 
@@ -56,9 +58,11 @@ def _pad(rows: list[list[int]]) -> torch.Tensor:
 
 
 def collate(
-    src_ids: Sequence[list[int]], trg_ids: Sequence[list[int]] | None, indices: Sequence[int]
+    src_ids: Sequence[list[int]], trg_ids: Sequence[list[int]] | None, indices: Sequence[int],
+    links: Sequence[np.ndarray] | None = None,
 ) -> Batch:
-    """Pad token ids (without BOS/EOS) into a Batch; ``indices`` are the examples' dataset positions."""
+    """Pad token ids (without BOS/EOS) into a Batch; ``indices`` are the examples' dataset positions.
+    ``links``: each example's (source piece, target piece) links, for guided alignment targets."""
     if not src_ids:
         raise ValueError("cannot collate an empty batch")
     if len(indices) != len(src_ids) or (trg_ids is not None and len(trg_ids) != len(src_ids)):
@@ -74,7 +78,22 @@ def collate(
         trg_input = _pad([[BOS_ID] + list(ids) for ids in trg_ids])  # (batch, trg_len)
         trg_output = _pad([list(ids) + [EOS_ID] for ids in trg_ids])  # (batch, trg_len)
         n_trg_tokens = sum(len(ids) + 1 for ids in trg_ids)
-    return Batch(src, src_lengths, trg_input, trg_output, [int(i) for i in indices], n_trg_tokens)
+    alignment = None
+    if links is not None and trg_input is not None:
+        alignment = alignment_targets(links, trg_input.size(1), src.size(1))
+    return Batch(src, src_lengths, trg_input, trg_output, [int(i) for i in indices], n_trg_tokens, alignment)
+
+
+def alignment_targets(links: Sequence[np.ndarray], trg_len: int, src_len: int) -> torch.Tensor:
+    """(batch, trg_len, src_len): for each target piece with links, the uniform distribution over the
+    source pieces it is linked to. Row t is the decoder step that writes target piece t (its attention
+    is computed from the state that emits it), so the link (s, t) sets row t."""
+    targets = torch.zeros(len(links), trg_len, src_len)
+    for row, pair in enumerate(links):
+        if len(pair):
+            pair = torch.as_tensor(np.asarray(pair, dtype=np.int64))  # (links, 2)
+            targets[row, pair[:, 1], pair[:, 0]] = 1.0
+    return targets / targets.sum(dim=2, keepdim=True).clamp(min=1.0)
 
 
 def token_batches(

@@ -8,6 +8,8 @@ process of a distributed run maps the same pages.
       trg.ids        the target token ids
       src.lengths    tokens per pair (without BOS/EOS), one number per pair
       trg.lengths
+      links.ids      optional (guided alignment): the (source piece, target piece) links of every pair
+      links.lengths  links per pair
 
 Ids are stored in the smallest unsigned type that holds the vocabulary (uint16 up to 65,536
 pieces), lengths in the smallest that holds the longest allowed sentence (uint8 up to 255 tokens):
@@ -55,7 +57,12 @@ class TokenStore:
         self._ids = ids
         self.src_lengths, self.trg_lengths = lengths["src"], lengths["trg"]  # (n_pairs,) memory-mapped
         # where each pair's ids start: the cumulative lengths (n_pairs + 1,), the one array in memory
-        self._offsets = {side: np.concatenate([[0], np.cumsum(lengths[side], dtype=np.int64)]) for side in SIDES}
+        self._offsets = {side: np.concatenate([[0], np.cumsum(lengths[side], dtype=np.int64)]) for side in lengths}
+
+    @property
+    def has_links(self) -> bool:
+        """Whether the store holds word alignments (as links between pieces), for guided alignment."""
+        return "links" in self._ids
 
     @classmethod
     def open(cls, directory: Path | str) -> "TokenStore":
@@ -69,8 +76,12 @@ class TokenStore:
         for side in SIDES:
             lengths[side] = _map(directory / f"{side}.lengths", np.dtype(meta["length_dtype"]), n_pairs)
             ids[side] = _map(directory / f"{side}.ids", np.dtype(meta["id_dtype"]), meta["tokens"][side])
+        if "links" in meta["tokens"]:  # two numbers a link
+            counts = _map(directory / "links.lengths", np.dtype(meta["link_count_dtype"]), n_pairs)
+            lengths["links"] = 2 * counts.astype(np.int64)
+            ids["links"] = _map(directory / "links.ids", np.dtype(meta["length_dtype"]), meta["tokens"]["links"])
         store = cls(directory, meta, ids, lengths)
-        for side in SIDES:
+        for side in lengths:
             if store._offsets[side][-1] != meta["tokens"][side]:
                 raise CorpusError(f"{directory}: the lengths of {side} do not add up to its tokens: damaged store")
         return store
@@ -91,6 +102,10 @@ class TokenStore:
     def _slice(self, side: str, index: int) -> np.ndarray:
         offsets = self._offsets[side]
         return self._ids[side][offsets[index] : offsets[index + 1]]
+
+    def links(self, index: int) -> np.ndarray:
+        """The (source piece, target piece) links of pair ``index``, (links, 2)."""
+        return self._slice("links", index).reshape(-1, 2)
 
     def ids(self, side: str, indices: Sequence[int]) -> list[list[int]]:
         """The token ids of pairs ``indices`` on one side, as lists (what ``collate`` pads)."""
@@ -127,26 +142,36 @@ class TokenStoreWriter:
     replaces an older store in the same place), ``abort`` (or leaving the ``with`` block by an
     exception) removes what was written."""
 
-    def __init__(self, directory: Path | str, vocab_size: int, max_length: int) -> None:
+    def __init__(self, directory: Path | str, vocab_size: int, max_length: int, with_links: bool = False) -> None:
+        """with_links: each pair comes with its (source piece, target piece) links (``add(links=...)``)."""
         self.directory = Path(directory)
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.directory.with_name(f".{self.directory.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         self.tmp.mkdir()
         self.id_dtype = smallest_unsigned(vocab_size - 1)
-        self.length_dtype = smallest_unsigned(max_length)
-        self.tokens = {side: 0 for side in SIDES}
+        self.length_dtype = smallest_unsigned(max_length)  # also the type of a link's piece positions
+        self.link_count_dtype = smallest_unsigned(max_length * max_length)
+        sides = SIDES + (("links",) if with_links else ())
+        self.tokens = {side: 0 for side in sides}
         self.pairs = 0
-        self._files = {(side, kind): open(self.tmp / f"{side}.{kind}", "wb") for side in SIDES
+        self._files = {(side, kind): open(self.tmp / f"{side}.{kind}", "wb") for side in sides
                        for kind in ("ids", "lengths")}
 
-    def add(self, src_ids: Sequence[Sequence[int]], trg_ids: Sequence[Sequence[int]]) -> None:
-        """Append pairs (token ids without BOS/EOS)."""
+    def add(self, src_ids: Sequence[Sequence[int]], trg_ids: Sequence[Sequence[int]],
+            links: Sequence[np.ndarray] | None = None) -> None:
+        """Append pairs (token ids without BOS/EOS), and their links ((n, 2) arrays) if the store has them."""
         for side, rows in (("src", src_ids), ("trg", trg_ids)):
             lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
             flat = np.fromiter((token for row in rows for token in row), dtype=self.id_dtype, count=int(lengths.sum()))
             self._files[side, "ids"].write(flat.tobytes())
             self._files[side, "lengths"].write(lengths.astype(self.length_dtype).tobytes())
             self.tokens[side] += int(lengths.sum())
+        if "links" in self.tokens:
+            counts = np.array([len(pair) for pair in links], dtype=self.link_count_dtype)
+            flat = np.concatenate([np.asarray(pair).reshape(-1) for pair in links]) if links else np.zeros(0)
+            self._files["links", "ids"].write(flat.astype(self.length_dtype).tobytes())
+            self._files["links", "lengths"].write(counts.tobytes())
+            self.tokens["links"] += len(flat)
         self.pairs += len(src_ids)
 
     def finish(self, fingerprint: dict[str, Any], counts: dict[str, int]) -> TokenStore:
@@ -156,7 +181,8 @@ class TokenStoreWriter:
             os.fsync(handle.fileno())
             handle.close()
         meta = {"format": FORMAT, "pairs": self.pairs, "tokens": self.tokens, "id_dtype": self.id_dtype.name,
-                "length_dtype": self.length_dtype.name, "fingerprint": fingerprint, "counts": counts}
+                "length_dtype": self.length_dtype.name, "link_count_dtype": self.link_count_dtype.name,
+                "fingerprint": fingerprint, "counts": counts}
         with open(self.tmp / META_FILE, "w", encoding="utf-8") as handle:
             json.dump(meta, handle, indent=1)
             handle.flush()

@@ -23,9 +23,10 @@ import re
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+import numpy as np
 import sentencepiece as spm
 
-from attnmt.data.vocab import BOS_ID, BOS_PIECE, EOS_ID, EOS_PIECE, PAD_ID, PAD_PIECE, UNK_ID, UNK_PIECE
+from attnmt.data.vocab import BOS_ID, BOS_PIECE, EOS_ID, EOS_PIECE, PAD_ID, PAD_PIECE, UNK_ID, UNK_PIECE, WORD_START
 
 ModelType = Literal["unigram", "bpe", "char"]
 
@@ -49,6 +50,7 @@ class SubwordTokenizer:
         wrong = [f"{name} id {found} (expected {wanted})" for name, (found, wanted) in ids.items() if found != wanted]
         if wrong:
             raise ValueError(f"SentencePiece model has the wrong special ids: {', '.join(wrong)}")
+        self._word_starts: np.ndarray | None = None  # per id: the piece begins a word (word_of_pieces)
 
     @classmethod
     def train(
@@ -108,6 +110,15 @@ class SubwordTokenizer:
         if not path.is_file():
             raise FileNotFoundError(f"SentencePiece model not found: {path}")
         return cls(spm.SentencePieceProcessor(model_file=str(path)))
+
+    def word_of_pieces(self, ids: Sequence[int]) -> "np.ndarray":
+        """The word (0, 1, ...) that each piece of an encoded text belongs to: a piece that begins
+        with "▁" begins a word, the others continue the one before; (len(ids),) int."""
+        if self._word_starts is None:
+            self._word_starts = np.array([self.processor.id_to_piece(i).startswith(WORD_START)
+                                          for i in range(self.vocab_size)])
+        starts = self._word_starts[np.asarray(ids, dtype=np.int64)]
+        return np.maximum(np.cumsum(starts) - 1, 0)
 
     @property
     def serialized(self) -> bytes:

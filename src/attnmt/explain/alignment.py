@@ -19,12 +19,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from attnmt.data.corpus import read_lines
+from attnmt.data.alignments import GoldAlignment, Link, format_links, parse_alignment, read_alignments
 from attnmt.data.vocab import EOS_PIECE, WORD_START
 from attnmt.errors import AlignmentError, NoAttentionError
 
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 # byte fallback, which spell part of a word.
 _SPECIAL_TOKEN = re.compile(r"^<(?!0x[0-9A-Fa-f]{2}>)[^<>\s]+>$")
 
-Link = tuple[int, int]  # (source word, target word), from 0
 
 
 def as_matrix(attention: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -163,53 +161,6 @@ class WordAlignment:
     def pharaoh(self) -> str:
         """The links as one line of the Pharaoh format: ``0-0 1-2 2-1``."""
         return format_links(self.links)
-
-
-def format_links(links: Sequence[Link]) -> str:
-    return " ".join(f"{source}-{target}" for source, target in links)
-
-
-# --- gold alignments and AER -------------------------------------------------------------------
-
-# "i-j" is a sure link; "i-jp", "ipj" (as in the alignment-scripts of Zenkel et al.) and "i?j" possible ones.
-_LINK = re.compile(r"^(\d+)(?:-(\d+)([pP]?)|[pP?](\d+))$")
-
-
-@dataclass(frozen=True)
-class GoldAlignment:
-    """The reference links of one sentence pair."""
-
-    sure: frozenset[Link]
-    possible: frozenset[Link]  # sure links included
-
-    @property
-    def largest_indices(self) -> tuple[int, int]:
-        """(largest source index, largest target index) of any link; -1 without links."""
-        return max((s for s, _ in self.possible), default=-1), max((t for _, t in self.possible), default=-1)
-
-
-def parse_alignment(line: str, where: str = "") -> GoldAlignment:
-    """One line of links: ``0-0 1-2p 3p4 5?5``; ``where`` (file and line) goes into errors."""
-    sure, possible = set(), set()
-    for item in line.split():
-        match = _LINK.match(item)
-        if match is None:
-            raise AlignmentError(f"{where or 'alignment'}: cannot read the link {item!r}; "
-                                 "expected i-j (sure), or i-jp, ipj or i?j (possible), indices from 0")
-        source, target, possible_mark, possible_target = match.groups()
-        if target is None:
-            link = (int(source), int(possible_target))
-        else:
-            link = (int(source), int(target))
-            if not possible_mark:
-                sure.add(link)
-        possible.add(link)
-    return GoldAlignment(frozenset(sure), frozenset(possible))
-
-
-def read_alignments(path: Path | str) -> list[GoldAlignment]:
-    """One GoldAlignment per line of a Pharaoh file (plain or .gz); an empty line has no links."""
-    return [parse_alignment(line, f"{path}, line {number}") for number, line in enumerate(read_lines(path), 1)]
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,8 @@ def create_app(translator: Translator, settings: ServeSettings = ServeSettings()
         except TimeoutError:
             return error_response(504, "timeout", f"no translation within {settings.timeout:g} s; "
                                                   "try fewer or shorter texts, or a smaller beam")
-        results = [result_of(text, n_best, request.attention) for text, n_best in zip(request.texts, found)]
+        results = [result_of(text, n_best, request.attention, request.diagnostics)
+                   for text, n_best in zip(request.texts, found)]
         return TranslateResponse(results=results, beam=request.beam, n_best=request.n_best,
                                  elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 
@@ -174,6 +175,7 @@ def create_app(translator: Translator, settings: ServeSettings = ServeSettings()
             src_vocab_size=translator.src_tokenizer.vocab_size,
             trg_vocab_size=translator.trg_tokenizer.vocab_size,
             parameters=translator.num_parameters,
+            attention=translator.attention_source,
             vocab=asdict(config.vocab),
             model=asdict(config.model),
             decode=asdict(config.decode),
@@ -202,10 +204,12 @@ def run_server(
     device: str = "cpu",
     access_log: bool = True,
     precision: str = "fp32",
+    ensemble: Sequence[Path] = (),
 ) -> None:
-    """Load a model directory and serve it until interrupted."""
+    """Load a model directory (with the models of ``ensemble``, decoded together) and serve it until
+    interrupted."""
     import uvicorn
 
-    translator = Translator.load(model_dir, device=device, precision=precision)
+    translator = Translator.load(model_dir, device=device, precision=precision, ensemble=ensemble)
     app = create_app(translator, settings, model_name=Path(model_dir).resolve().name)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from attnmt.explain.alignment import word_attention
+from attnmt.explain.alignment import group_words, word_attention
 from attnmt.translator import Translation
 
 WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
@@ -35,6 +35,24 @@ class AttentionMatrix(BaseModel):
 class Attention(BaseModel):
     pieces: AttentionMatrix = Field(description="one row per target subword piece, one column per source piece")
     words: AttentionMatrix = Field(description="pieces merged into words: columns summed, rows averaged")
+    source_word_of_piece: list[int] = Field(description="for each column of pieces, the column of words it is in")
+
+
+class DiagnosticsResult(BaseModel):
+    """What the attention says about a translation (attnmt.explain.diagnostics), word by word."""
+
+    src_words: list[str]
+    trg_words: list[str]
+    coverage: list[float] = Field(description="per source word: the attention mass it received (about 1: translated once)")
+    entropy: list[float] = Field(description="per target word: the entropy of its attention, in nats")
+    eos_mass: list[float] = Field(description="per target word: the attention it gave the source </s>")
+    omitted: list[int] = Field(description="source words whose coverage is under omission_below: possibly untranslated")
+    over_attended: list[int] = Field(description="source words whose coverage is over repetition_above")
+    omission_below: float
+    repetition_above: float
+    flagged: bool
+    mean_entropy: float
+    mean_eos_mass: float
 
 
 class Hypothesis(BaseModel):
@@ -44,6 +62,9 @@ class Hypothesis(BaseModel):
     log_prob: float
     attention: Attention | None = Field(
         None, description='present when the request asked for "attention" and the model has attention'
+    )
+    diagnostics: DiagnosticsResult | None = Field(
+        None, description='present when the request asked for "diagnostics" and the model has attention'
     )
 
 
@@ -82,6 +103,8 @@ def translate_request_model(limits: RequestLimits, default_beam: int) -> type[Ba
         beam: int = Field(default_beam, ge=1, le=limits.max_beam, description="beam size; 1 is greedy search")
         n_best: int = Field(1, ge=1, le=limits.max_beam, description="translations per text, at most beam")
         attention: bool = Field(False, description="include the attention matrices (subword and word level)")
+        diagnostics: bool = Field(False, description="include what the attention says: coverage of each source "
+                                                     "word, possible omissions and repetitions")
         length_penalty: float | None = Field(None, ge=0.0, le=10.0, description="GNMT alpha; default: the model's")
 
         @field_validator("text", mode="before")
@@ -127,13 +150,24 @@ def attention_of(translation: Translation) -> Attention | None:
     and for a model without attention (``model.attention: none``)."""
     if translation.attention is None or translation.attention.size == 0:
         return None
+    pieces = word_attention(translation, words=False)
+    groups = group_words(pieces[1])  # the source pieces of each word, </s> a word of its own
     return Attention(
-        pieces=_matrix(*word_attention(translation, words=False)),
+        pieces=_matrix(*pieces),
         words=_matrix(*word_attention(translation)),
+        source_word_of_piece=[word for word, members in enumerate(groups) for _ in members],
     )
 
 
-def result_of(source: str, n_best: list[Translation], with_attention: bool) -> TranslationResult:
+def diagnostics_of(translation: Translation) -> DiagnosticsResult | None:
+    """None for a model without attention."""
+    if translation.attention is None:
+        return None
+    return DiagnosticsResult(**translation.diagnostics.to_dict())
+
+
+def result_of(source: str, n_best: list[Translation], with_attention: bool,
+              with_diagnostics: bool = False) -> TranslationResult:
     return TranslationResult(
         source=source,
         src_tokens=n_best[0].src_tokens,
@@ -141,6 +175,7 @@ def result_of(source: str, n_best: list[Translation], with_attention: bool) -> T
             Hypothesis(
                 text=t.text, tokens=t.tokens, score=t.score, log_prob=t.log_prob,
                 attention=attention_of(t) if with_attention else None,
+                diagnostics=diagnostics_of(t) if with_diagnostics else None,
             )
             for t in n_best
         ],
@@ -154,6 +189,8 @@ class ModelInfo(BaseModel):
     src_vocab_size: int
     trg_vocab_size: int
     parameters: int
+    attention: str = Field(description="whose attention the translations show: the model's, or the mean of an "
+                                       "ensemble's models")
     vocab: dict[str, Any] = Field(description="the vocab section of the model's config")
     model: dict[str, Any] = Field(description="the model section of the model's config")
     decode: dict[str, Any] = Field(description="the decode section: the defaults of a request")

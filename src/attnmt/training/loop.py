@@ -9,6 +9,7 @@ time or epoch budget is spent or validation stops improving. What one optimizer 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
@@ -30,7 +31,18 @@ from attnmt.errors import TrainingError
 from attnmt.evaluate import exact_match, score_corpus
 from attnmt.model import Seq2Seq
 from attnmt.runtime import MixedPrecision
-from attnmt.store import TRAINER_STATE_FILE, WEIGHTS_FILE, build_model, save_weights
+from attnmt.store import (
+    CHECKPOINTS_DIR,
+    TRAINER_STATE_FILE,
+    WEIGHTS_FILE,
+    average_weights,
+    build_model,
+    keep_checkpoint,
+    kept_checkpoints,
+    load_state,
+    load_weights,
+    save_weights,
+)
 from attnmt.training.distributed import Worker, start_worker, step_groups, stop_worker
 from attnmt.training.metrics import MetricsLog
 from attnmt.training.prepare import PreparedData, prepare_run
@@ -54,32 +66,45 @@ class TrainResult:
 
 
 def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite: bool = False,
-          progress: bool | None = None, log: Log = print) -> TrainResult:
+          progress: bool | None = None, log: Log = print, init_from: Path | str | None = None) -> TrainResult:
     """Train a model as ``config`` says and write it to ``model_dir``.
 
     resume: continue from ``model_dir``'s trainer state; overwrite: start afresh in a non-empty dir.
     progress: show a progress bar (None: only when stderr is a terminal).
+    init_from: fine-tune: start from the weights and tokenizers of this model directory, with a fresh
+    optimizer and schedule (``config``'s model and vocab sections must be that model's:
+    ``prepare.finetune_config``).
     Started by torchrun, every process calls this: they train one model together with
     DistributedDataParallel, and only the main process writes files and logs (attnmt.training.distributed).
     """
     worker = start_worker(config.train.device)
     try:
-        return _train(worker, config, Path(model_dir), resume, overwrite, progress, log if worker.is_main else _silent)
+        return _train(worker, config, Path(model_dir), resume, overwrite, progress, log if worker.is_main else _silent,
+                      None if init_from is None else Path(init_from))
     finally:
         stop_worker(worker)
 
 
 def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, progress: bool | None,
-           log: Log) -> TrainResult:
+           log: Log, init_from: Path | None) -> TrainResult:
+    """The run, read top to bottom: one function on purpose (nanoGPT's train.py), so that the order
+    of what happens in a step, a validation and a checkpoint is in one place."""
     cfg = config.train
     amp = MixedPrecision.create(cfg.precision, worker.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     seed_everything(cfg.seed + worker.rank)  # dropout differs between processes; DDP copies rank 0's weights
     # The data, checked before anything in model_dir changes; the tokenizers; the config on disk.
-    data = prepare_run(worker, config, model_dir, resume, overwrite, log, progress=progress if worker.is_main else False)
+    data = prepare_run(worker, config, model_dir, resume, overwrite, log, progress=progress if worker.is_main else False,
+                       init_from=init_from)
     trainee = Trainee.create(config, data, worker, amp)
-    state = trainee.restore(model_dir, log) if resume else TrainerState()
+    if resume:
+        state = trainee.restore(model_dir, log)
+    else:
+        state = TrainerState()
+        if init_from is not None:  # every process loads them
+            load_weights(trainee.model, init_from / WEIGHTS_FILE)
+            log(f"fine-tuning: starting from the weights of {init_from / WEIGHTS_FILE}")
     batches_per_step = worker.world_size * cfg.accumulate
     log(f"model: {trainee.model.num_parameters():,} parameters; {data.n_train_pairs} training pairs")
     log(f"training {worker.where()} in {cfg.precision}; each step: {batches_per_step} batch(es) of at most "
@@ -148,6 +173,8 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
         state.elapsed_seconds = clock.elapsed()
         validations.append(_validate_and_checkpoint(trainee, state, data, config, model_dir, metrics, log))
     log(f"training stopped: {stop_reason}")
+    if cfg.average_last:
+        _average_last(trainee, state, data, config, model_dir, metrics, log)
     metrics.write("stop", step=state.step, reason=stop_reason, elapsed=clock.elapsed())
     metrics.close()
     return TrainResult(model_dir, state.step, clock.elapsed(), state.best_metric, stop_reason, validations,
@@ -157,20 +184,27 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
 # ----------------------------------------------------------------------------- one optimizer step
 
 
-def batch_loss(model: nn.Module, batch: Batch, label_smoothing: float) -> torch.Tensor:
-    """Summed token cross-entropy of a batch (padding ignored)."""
+def batch_loss(model: nn.Module, batch: Batch, label_smoothing: float, guided_weight: float = 0.0) -> torch.Tensor:
+    """Summed token cross-entropy of a batch (padding ignored), plus, with guided alignment targets
+    (``batch.alignment``) and ``guided_weight`` > 0, that weight times the cross-entropy between each
+    aligned target piece's reference distribution over source pieces and its attention (summed over
+    the aligned pieces, as Marian and OpenNMT-py's guided alignment)."""
     real = batch.trg_output != PAD_ID  # (batch, trg_len)
-    logits, _ = model(batch.src, batch.src_lengths, batch.trg_input, trg_mask=real)  # (n_trg_tokens, vocab)
-    return F.cross_entropy(
+    logits, attention = model(batch.src, batch.src_lengths, batch.trg_input, trg_mask=real)  # (n_trg_tokens, vocab)
+    loss = F.cross_entropy(
         logits.float(),  # fp32 under autocast too
         batch.trg_output[real],  # (n_trg_tokens,)
         label_smoothing=label_smoothing,
         reduction="sum",
     )
+    if guided_weight and batch.alignment is not None:
+        # attention, reference: (batch, trg_len, src_len); rows without links are zero in the reference
+        loss = loss - guided_weight * (batch.alignment * attention.float().clamp(min=1e-9).log()).sum()
+    return loss
 
 
 def accumulate_gradients(model: nn.Module, batches: list[Batch], step_tokens: int, world_size: int,
-                         amp: MixedPrecision, label_smoothing: float) -> torch.Tensor:
+                         amp: MixedPrecision, label_smoothing: float, guided_weight: float = 0.0) -> torch.Tensor:
     """Forward and backward through this process's batches of one optimizer step, adding up their
     gradients; returns the sum of their losses (detached).
 
@@ -185,7 +219,7 @@ def accumulate_gradients(model: nn.Module, batches: list[Batch], step_tokens: in
         accumulating = isinstance(model, DistributedDataParallel) and number < len(batches) - 1
         with model.no_sync() if accumulating else contextlib.nullcontext():
             with amp.autocast():
-                loss = batch_loss(model, batch, label_smoothing)
+                loss = batch_loss(model, batch, label_smoothing, guided_weight)
             amp.scaler.scale(loss * world_size / step_tokens).backward()
         total += loss.detach()
     return total
@@ -220,11 +254,13 @@ class Trainee:
         cfg = self.train_config
         self.parallel_model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        shard = [collate(data.train.ids("src", indices), data.train.ids("trg", indices), indices)
+        guided = cfg.guided_alignment_weight if data.train.has_links else 0.0
+        shard = [collate(data.train.ids("src", indices), data.train.ids("trg", indices), indices,
+                         [data.train.links(i) for i in indices] if guided else None)
                  for indices in self.worker.shard(group)]
         step_tokens = sum(int(data.train_trg_lengths[indices].sum()) + len(indices) for indices in group)  # +EOS
         local_loss = accumulate_gradients(self.parallel_model, shard, step_tokens, self.worker.world_size, self.amp,
-                                          cfg.label_smoothing)
+                                          cfg.label_smoothing, guided)
         loss, elapsed = self.worker.agree(local_loss, clock.elapsed())
         problem = f"loss is {loss}" if not math.isfinite(loss) else ""
         if not problem:
@@ -426,6 +462,27 @@ def validate(model: Seq2Seq, data: PreparedData, config: Config) -> dict[str, An
             "example": {"hypothesis": outputs[0], "reference": references[0]}}
 
 
+def _average_last(trainee: Trainee, state: TrainerState, data: PreparedData, config: Config, model_dir: Path,
+                  metrics: MetricsLog, log: Log) -> None:
+    """``train.average_last``: the mean of the last kept checkpoints, validated; it becomes the
+    model (``model.safetensors``) if it scores better than the best single checkpoint."""
+    if not trainee.worker.is_main:
+        return
+    paths = kept_checkpoints(model_dir)[-config.train.average_last :]
+    averaged = copy.deepcopy(trainee.model)
+    load_state(averaged, average_weights(paths), model_dir / CHECKPOINTS_DIR)
+    result = validate(averaged, data, config)
+    metric_name = config.train.early_stopping_metric
+    value = result[metric_name]
+    better = value > state.best_metric if metric_name == "bleu" else value < state.best_metric
+    if better:
+        save_weights(averaged, model_dir / WEIGHTS_FILE)
+    metrics.write("average", step=state.step, checkpoints=[path.name for path in paths], best=better,
+                  **{k: v for k, v in result.items() if k != "example"})
+    log(f"the average of the last {len(paths)} checkpoints: valid {metric_name} {value:.2f} against "
+        f"{state.best_metric:.2f} for the best single one; {'kept as the model' if better else 'not kept'}")
+
+
 def _validate_and_checkpoint(trainee: Trainee, state: TrainerState, data: PreparedData, config: Config,
                              model_dir: Path, metrics: MetricsLog, log: Log) -> dict[str, Any]:
     """Validate, keep the best weights, write the trainer state (the 'last' checkpoint). The main
@@ -442,6 +499,8 @@ def _validate_and_checkpoint(trainee: Trainee, state: TrainerState, data: Prepar
             save_weights(trainee.model, model_dir / WEIGHTS_FILE)
     else:
         state.validations_without_improvement += 1
+    if config.train.keep_checkpoints and worker.is_main:
+        keep_checkpoint(trainee.model, model_dir, state.step, config.train.keep_checkpoints)
     if config.train.schedule == "plateau":
         trainee.scheduler.step(value)
     trainee.save_checkpoint(model_dir, state)

@@ -19,17 +19,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from attnmt.config import Config
+from attnmt.data.alignments import GoldAlignment, iter_alignments
 from attnmt.data.corpus import (
     ParallelCorpus,
     SplitFiles,
     check_lengths,
+    count_lines,
     filter_pairs,
     filter_summary,
     iter_pairs,
@@ -38,7 +40,7 @@ from attnmt.data.corpus import (
 )
 from attnmt.data.token_store import TokenStore, TokenStoreWriter, read_meta, remove_stale_stores
 from attnmt.data.tokenizer import Reservoir, SubwordTokenizer
-from attnmt.errors import CorpusError, TrainingError
+from attnmt.errors import ConfigError, CorpusError, TrainingError
 from attnmt.store import (
     CONFIG_FILE,
     DATA_DIR,
@@ -47,6 +49,7 @@ from attnmt.store import (
     atomic_write_text,
     load_config_file,
     load_tokenizers,
+    copy_tokenizers,
     remove_run_files,
     remove_stale_temporaries,
     tokenizer_files,
@@ -235,6 +238,9 @@ def _token_store(config: Config, model_dir: Path, splits: Splits, src_tok: Subwo
     fingerprint = {"train": files_fingerprint(splits.train), "tokenizers": tokenizers,
                    "max_src_tokens": config.data.max_src_tokens, "max_trg_tokens": config.data.max_trg_tokens,
                    "encoding_errors": config.data.encoding_errors}
+    if config.train.guided_alignment:
+        fingerprint["alignments"] = files_fingerprint(SplitFiles(Path(config.train.guided_alignment),
+                                                                 Path(config.train.guided_alignment)))
     meta = read_meta(directory)
     if meta is not None and meta["fingerprint"] == json_round_trip(fingerprint):
         store = TokenStore.open(directory)
@@ -255,15 +261,22 @@ def _build_store(config: Config, splits: Splits, src_tok: SubwordTokenizer, trg_
     chunk at a time, appending the kept ones to the store."""
     data = config.data
     counts = {"read": 0, "kept": 0, "empty": 0, "too_long": 0}
+    alignments = _word_alignments(config, splits)
     bar = counting_bar(splits.train_lines, "preparing", "pairs", show=bar_wanted(progress))
     with TokenStoreWriter(directory, max(src_tok.vocab_size, trg_tok.vocab_size),
-                          max(data.max_src_tokens, data.max_trg_tokens)) as writer:
+                          max(data.max_src_tokens, data.max_trg_tokens), with_links=alignments is not None) as writer:
         for chunk in _chunks(iter_pairs(splits.train, data.encoding_errors, splits.train_lines), CHUNK_PAIRS):
             src_ids = src_tok.encode_batch([src for src, _ in chunk])
             trg_ids = trg_tok.encode_batch([trg for _, trg in chunk])
             usable = filter_pairs([len(s) for s in src_ids], [len(t) for t in trg_ids],
                                   data.max_src_tokens, data.max_trg_tokens)
-            writer.add([src_ids[i] for i in usable.kept], [trg_ids[i] for i in usable.kept])
+            links = None
+            if alignments is not None:
+                words = [next(alignments) for _ in chunk]  # read in step with the text, kept pairs or not
+                links = [piece_links(words[i], chunk[i], src_tok.word_of_pieces(src_ids[i]),
+                                     trg_tok.word_of_pieces(trg_ids[i]), f"{config.train.guided_alignment}, line "
+                                     f"{counts['read'] + i + 1}") for i in usable.kept]
+            writer.add([src_ids[i] for i in usable.kept], [trg_ids[i] for i in usable.kept], links)
             counts["read"] += len(chunk)
             counts["kept"] += len(usable.kept)
             counts["empty"] += usable.n_empty
@@ -273,6 +286,37 @@ def _build_store(config: Config, splits: Splits, src_tok: SubwordTokenizer, trg_
         if not counts["kept"]:
             raise CorpusError(f"no usable training pairs in {splits.train.describe()} ({counts['read']} lines read)")
         return writer.finish(fingerprint, counts)
+
+
+def _word_alignments(config: Config, splits: Splits) -> Iterator[GoldAlignment] | None:
+    """The word alignments of ``train.guided_alignment``, one per training line (checked to be as many)."""
+    if not config.train.guided_alignment:
+        return None
+    path = Path(config.train.guided_alignment)
+    lines = count_lines(path)
+    if lines != splits.train_lines:
+        raise CorpusError(f"the alignments {path} have {lines} lines but the training data "
+                          f"{splits.train.describe()} has {splits.train_lines}: they must pair up line by line")
+    return iter_alignments(path)
+
+
+def piece_links(alignment: GoldAlignment, pair: tuple[str, str], src_word_of_piece: np.ndarray,
+                trg_word_of_piece: np.ndarray, where: str) -> np.ndarray:
+    """(links, 2) (source piece, target piece): the word alignment of a (cleaned) sentence pair, each
+    piece taking the links of its word. A link to a word the line does not have is a CorpusError
+    naming ``where``; a pair whose pieces do not make up its words gets no links."""
+    n_src, n_trg = len(pair[0].split()), len(pair[1].split())
+    largest_src, largest_trg = alignment.largest_indices
+    if largest_src >= n_src or largest_trg >= n_trg:
+        side, largest, count = ("source", largest_src, n_src) if largest_src >= n_src else ("target", largest_trg, n_trg)
+        raise CorpusError(f"{where}: a link points at {side} word {largest}, but the line has {count} {side} words "
+                          "(indices count from 0, source first, words as split by spaces after cleaning)")
+    if (src_word_of_piece[-1:] + 1).tolist() != [n_src] or (trg_word_of_piece[-1:] + 1).tolist() != [n_trg]:
+        return np.zeros((0, 2), dtype=np.int64)  # e.g. a word that tokenizes to nothing
+    words = np.zeros((n_src, n_trg), dtype=bool)  # (source words, target words)
+    for source, target in alignment.possible:
+        words[source, target] = True
+    return np.argwhere(words[src_word_of_piece][:, trg_word_of_piece])  # (links, 2)
 
 
 def _summary(counts: dict[str, int], config: Config) -> str:
@@ -307,7 +351,7 @@ def _read_json(path: Path) -> Any:
 
 
 def prepare_run(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, log: Log,
-                progress: bool | None = None) -> PreparedData:
+                progress: bool | None = None, init_from: Path | None = None) -> PreparedData:
     """Everything a training run does before its first step but build the model: check the model
     directory and the data, clean the directory, prepare the tokenizers and the token store, encode
     the validation set, and write the config.
@@ -325,7 +369,10 @@ def prepare_run(worker: Worker, config: Config, model_dir: Path, resume: bool, o
         remove_stale_temporaries(model_dir)  # what a run killed in the middle of a write left behind
         if overwrite and not resume:
             remove_run_files(model_dir)
-        data = prepare_data(config, model_dir, reuse_tokenizers=resume, log=log, splits=splits, progress=progress)
+        if init_from is not None and not resume:  # fine-tuning: the tokenizers of the model it starts from
+            copy_tokenizers(init_from, model_dir, config.vocab.joint)
+        data = prepare_data(config, model_dir, reuse_tokenizers=resume or init_from is not None, log=log,
+                            splits=splits, progress=progress)
     worker.barrier()
     if data is None:
         for path in [*set(tokenizer_files(model_dir, config.vocab.joint)), model_dir / DATA_DIR / TRAIN_STORE]:
@@ -336,6 +383,30 @@ def prepare_run(worker: Worker, config: Config, model_dir: Path, resume: bool, o
     if worker.is_main and not resume:
         atomic_write_text(model_dir / CONFIG_FILE, config.to_yaml())
     return data
+
+
+# What a fine-tuned model keeps of the model it starts from: its architecture and vocabulary. Dropout
+# is a training setting that happens to live in the model section: it may change.
+FINETUNE_FREE_KEYS = frozenset({"model.dropout"})
+
+
+def finetune_config(config: Config, given: set[str], init_from: Path) -> Config:
+    """``config`` with the model and vocab sections of the model in ``init_from`` (fine-tuning
+    trains that model further: same architecture, same tokenizers). A key of those sections that
+    ``config`` sets explicitly (``given``, see ``config.given_keys``) to another value is a
+    ConfigError naming it."""
+    base = load_config_file(init_from)
+    contradictions = [f"{section}.{key}: {value!r} here, {getattr(getattr(base, section), key)!r} in {init_from}"
+                      for section in ("model", "vocab") for key, value in asdict(getattr(config, section)).items()
+                      if f"{section}.{key}" in given and f"{section}.{key}" not in FINETUNE_FREE_KEYS
+                      and getattr(getattr(base, section), key) != value]
+    if contradictions:
+        raise ConfigError("--init-from keeps the architecture and vocabulary of the model it starts from; the "
+                          f"config contradicts it: {'; '.join(contradictions)}")
+    model = base.model
+    if "model.dropout" in given:
+        model = replace(model, dropout=config.model.dropout)
+    return replace(config, model=model, vocab=base.vocab).validate()
 
 
 def check_model_dir(model_dir: Path, resume: bool, overwrite: bool) -> None:

@@ -36,7 +36,8 @@ async function loadModelInfo() {
     modelInfo.textContent =
       `${info.name}: ${info.src_lang} → ${info.trg_lang} · ${info.model.rnn.toUpperCase()} with ` +
       `${info.model.attention === "none" ? "no attention" : `${info.model.attention} attention`} · ` +
-      `${info.parameters.toLocaleString()} parameters`;
+      `${info.parameters.toLocaleString()} parameters` +
+      (info.attention.startsWith("the mean") ? ` · heatmaps show ${info.attention}` : "");
     hasAttention = info.model.attention !== "none";
     beam.max = info.limits.max_beam;
     beam.value = Math.min(info.decode.beam_size, info.limits.max_beam);
@@ -63,7 +64,7 @@ async function translate(event) {
     const response = await fetch("v1/translate", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: texts, beam: Number(beam.value), attention: true }),
+      body: JSON.stringify({ text: texts, beam: Number(beam.value), attention: true, diagnostics: true }),
     });
     const body = await response.json();
     if (!response.ok) {
@@ -96,7 +97,11 @@ function renderResult(result, index) {
   if (best.attention) {
     const matrix = best.attention[level()];
     const readout = element("p", "readout", "Point at a token to see where it looked.");
-    article.append(renderHeatmap(matrix, readout), legend(), readout);
+    const grid = renderHeatmap(matrix, readout);
+    const wordOf = level() === "words" ? null : best.attention.source_word_of_piece;
+    if (best.diagnostics) markDiagnostics(grid, best.diagnostics, wordOf);
+    article.append(grid, legend(best.diagnostics), readout);
+    if (best.diagnostics) article.append(diagnosticsLine(best.diagnostics));
   } else if (!hasAttention) {
     article.append(element("p", "readout",
       "This model has no attention (a plain encoder–decoder): there is no matrix to show."));
@@ -144,10 +149,35 @@ function renderHeatmap(matrix, readout) {
   return grid;
 }
 
-function legend() {
+function legend(diagnostics) {
   const scale = element("p", "legend");
   scale.append(element("span", "", "attention 0"), element("span", "scale"), element("span", "", "1"));
+  if (diagnostics) {
+    scale.append(element("span", "swatch unattended"),
+      element("span", "", `source word attended to less than ${diagnostics.omission_below} in all: possibly untranslated`),
+      element("span", "swatch overattended"),
+      element("span", "", `more than ${diagnostics.repetition_above}: possibly translated twice`));
+  }
   return scale;
+}
+
+// Mark the source labels of the words the diagnostics flag; wordOf maps a piece column to its word
+// (null when the columns are words already).
+function markDiagnostics(grid, diagnostics, wordOf) {
+  grid.querySelectorAll(".src-label").forEach((label) => {
+    const col = Number(label.dataset.col);
+    const word = wordOf === null ? col : wordOf[col];
+    if (diagnostics.omitted.includes(word)) label.classList.add("unattended");
+    if (diagnostics.over_attended.includes(word)) label.classList.add("overattended");
+  });
+}
+
+function diagnosticsLine(diagnostics) {
+  const words = (indices) => indices.map((index) => diagnostics.src_words[index]).join(", ");
+  const parts = [];
+  if (diagnostics.omitted.length) parts.push(`possibly untranslated: ${words(diagnostics.omitted)}`);
+  if (diagnostics.over_attended.length) parts.push(`possibly translated twice: ${words(diagnostics.over_attended)}`);
+  return element("p", "diagnostics", parts.length ? parts.join(" · ") : "every source word was attended to");
 }
 
 function clearHighlight(grid) {
