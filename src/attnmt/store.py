@@ -7,6 +7,7 @@ Nothing here ever unpickles anything.
       spm.model                 joint SentencePiece model, or src.spm.model + trg.spm.model
       trainer_state.safetensors the trainer state for ``--resume`` (attnmt.training.state)
       trainer_state.previous.safetensors   the checkpoint before that one
+      shortlist.safetensors     the vocabulary shortlist (``attnmt shortlist``), if built
       checkpoints/              the weights of the last ``train.keep_checkpoints`` validations
       data/                     the prepared training data: the token store and what it was built from
       metrics.jsonl             one line per log or validation event
@@ -44,6 +45,7 @@ WEIGHTS_FILE = "model.safetensors"
 TRAINER_STATE_FILE = "trainer_state.safetensors"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
+SHORTLIST_FILE = "shortlist.safetensors"  # attnmt shortlist: the target pieces likely for each source piece
 DATA_DIR = "data"  # the prepared training data: tokenizer fingerprint and token store (attnmt.training.prepare)
 JOINT_SPM = "spm.model"
 SRC_SPM = "src.spm.model"
@@ -126,7 +128,7 @@ def remove_run_files(model_dir: Path) -> None:
     none of them is mistaken for the new run's (the config first: without it the dir is no model)."""
     model_dir = Path(model_dir)
     for path in (model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE, model_dir / TRAINER_STATE_FILE,
-                 previous_path(model_dir / TRAINER_STATE_FILE), model_dir / METRICS_FILE):
+                 previous_path(model_dir / TRAINER_STATE_FILE), model_dir / METRICS_FILE, model_dir / SHORTLIST_FILE):
         path.unlink(missing_ok=True)
     for path in sorted((model_dir / CHECKPOINTS_DIR).glob("*.safetensors")):
         path.unlink()
@@ -252,14 +254,13 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
     """The element-wise mean of the weights in ``paths`` (each verified), accumulated in float64.
     Files that do not hold the same tensors, or tensors of other shapes, are a CheckpointError
     naming them."""
-    import torch
-
     if not paths:
         raise CheckpointError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
-    reference = paths[0]
+    reference, dtypes = paths[0], {}
     for path in paths:
         tensors = read_weights(path)
+        dtypes = dtypes or {name: tensor.dtype for name, tensor in tensors.items()}
         if total and set(tensors) != set(total):
             different = sorted(set(tensors) ^ set(total))
             raise CheckpointError(f"{path} and {reference} hold different weights ({', '.join(different[:5])}): "
@@ -269,7 +270,6 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
                 raise CheckpointError(f"{path}: {name} has shape {tuple(tensor.shape)}, {reference} has "
                                       f"{tuple(total[name].shape)}: only checkpoints of one model can be averaged")
             total[name] = total.get(name, 0) + tensor.double()
-    dtypes = {name: tensor.dtype for name, tensor in read_weights(reference).items()}
     return {name: (value / len(paths)).to(dtypes[name]) for name, value in total.items()}
 
 
@@ -289,17 +289,59 @@ def average_models(sources: list[Path], out_dir: Path, last: int = 0) -> list[Pa
             model_dirs.append(source.parent.parent if source.parent.name == CHECKPOINTS_DIR else source.parent)
         paths += chosen
     config = load_config_file(model_dirs[0])
-    first_tokenizers = [path.read_bytes() for path in tokenizer_files(model_dirs[0], config.vocab.joint)]
+    digest = tokenizers_digest(*load_tokenizers(model_dirs[0], config.vocab.joint))
     for model_dir in model_dirs[1:]:
         other = load_config_file(model_dir)
-        if (other.model, other.vocab) != (config.model, config.vocab) or first_tokenizers != [
-                path.read_bytes() for path in tokenizer_files(model_dir, other.vocab.joint)]:
+        if (other.model, other.vocab) != (config.model, config.vocab) or \
+                tokenizers_digest(*load_tokenizers(model_dir, other.vocab.joint)) != digest:
             raise CheckpointError(f"{model_dir} and {model_dirs[0]} are not the same model (their model or vocab "
                                   "settings or their tokenizers differ): only one model's weights can be averaged")
     tensors = average_weights(paths)
     copy_model_files(model_dirs[0], out_dir, config)
     save_tensors(Path(out_dir) / WEIGHTS_FILE, tensors)
     return paths
+
+
+# ----------------------------------------------------------------------------- the shortlist
+
+
+def tokenizers_digest(src_tokenizer: SubwordTokenizer, trg_tokenizer: SubwordTokenizer) -> str:
+    """What identifies a model's vocabularies: the SHA-256 of its SentencePiece models."""
+    return hashlib.sha256(src_tokenizer.serialized + b"|" + trg_tokenizer.serialized).hexdigest()
+
+
+def save_shortlist(model_dir: Path, lists: torch.Tensor, frequent: torch.Tensor, digest: str,
+                   about: dict[str, str]) -> Path:
+    """Write a model directory's shortlist (attnmt.model.shortlist) with the digest of the tokenizers
+    it was built for and how it was built (``about``, kept as metadata)."""
+    import torch
+
+    path = Path(model_dir) / SHORTLIST_FILE
+    save_tensors(path, {"lists": lists.to(torch.int32).contiguous(), "frequent": frequent.to(torch.int32).contiguous()},
+                 metadata={"tokenizers": digest, **about})
+    return path
+
+
+def load_shortlist(model_dir: Path, digest: str, src_vocab: int, trg_vocab: int):
+    """The shortlist of a model directory; a missing, damaged or mismatched one (built for other
+    tokenizers, ids out of range) is a CheckpointError naming the file."""
+    from attnmt.model.shortlist import Shortlist
+
+    path = Path(model_dir) / SHORTLIST_FILE
+    if not path.exists():
+        raise CheckpointError(f"{model_dir} has no {SHORTLIST_FILE}: build one with attnmt shortlist {model_dir} ...")
+    tensors, metadata = read_safetensors(path, "shortlist")
+    verify_checksum(path, tensors, metadata)
+    if metadata.get("tokenizers") != digest:
+        raise CheckpointError(f"{path} was built for other tokenizers than the model's: build it again")
+    lists, frequent = tensors.get("lists"), tensors.get("frequent")
+    if lists is None or frequent is None or lists.dim() != 2 or lists.size(0) != src_vocab or frequent.dim() != 1:
+        raise CheckpointError(f"{path} is not a shortlist of this model (expected 'lists' of {src_vocab} rows and "
+                              "'frequent')")
+    largest = max([int(tensor.max()) for tensor in (lists, frequent) if tensor.numel()], default=-1)
+    if largest >= trg_vocab:
+        raise CheckpointError(f"{path} names target piece {largest}, but the vocabulary has {trg_vocab}")
+    return Shortlist(lists.long(), frequent.long())
 
 
 # ----------------------------------------------------------------------------- loading a model
