@@ -3,7 +3,6 @@ fine-tune on new data."""
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import sys
@@ -139,7 +138,7 @@ def test_an_ensemble_decodes_with_the_mean_of_its_models_log_probabilities(toy_m
 
 
 def test_models_with_different_target_vocabularies_cannot_be_ensembled(toy_model_dir, kept_model):
-    with pytest.raises(CheckpointError, match=rf"{kept_model} and {toy_model_dir} have different target vocabularies"):
+    with pytest.raises(CheckpointError, match=rf"{kept_model} and {toy_model_dir} have different vocabularies"):
         Translator.load(toy_model_dir, ensemble=[kept_model])
 
 
@@ -248,3 +247,19 @@ def test_fine_tuning_refuses_a_config_that_contradicts_the_models_vocabulary(toy
     assert completed.returncode == 1
     assert "vocab.size: 500 here, 40 in" in completed.stderr and "model.dropout" not in completed.stderr
     assert not (tmp_path / "tuned").exists()
+
+
+# ---- sampling through the translator -----------------------------------------------------------------
+
+
+def test_sampled_translations_are_reproducible_for_a_seed_and_differ_across_chunks(toy_model_dir):
+    translator = Translator.load(toy_model_dir)
+    texts = ["one two three four five"] * 40
+    options = dict(n_best=2, sampling=True, temperature=3.0, seed=5, chunk_size=10)
+    first = [[t.text for t in n_best] for n_best in translator.translate_stream(texts, **options)]
+    again = [[t.text for t in n_best] for n_best in translator.translate_stream(texts, **options)]
+    assert first == again and all(len(samples) == 2 for samples in first)
+    chunks = [tuple(map(tuple, first[start:start + 10])) for start in range(0, 40, 10)]
+    assert len(set(chunks)) > 1  # one generator for the whole stream: chunks do not repeat each other's draws
+    other_seed = [[t.text for t in n_best] for n_best in translator.translate_stream(texts, **{**options, "seed": 6})]
+    assert other_seed != first

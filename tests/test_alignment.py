@@ -15,9 +15,8 @@ from attnmt.explain.alignment import (
     attention_links,
     check_gold_fits,
     merge_subwords,
-    parse_alignment,
-    read_alignments,
 )
+from attnmt.data.alignments import parse_alignment, read_alignments
 
 
 def random_attention(trg_len: int, src_len: int, seed: int = 0) -> np.ndarray:

@@ -73,3 +73,68 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
     beam = script.main(argv + ["--beam", "3", "--out", str(tmp_path / "beam.json")])
     assert beam["hypothesis_rows"] > greedy["hypothesis_rows"]
     assert beam["mflop_per_sentence"] > greedy["mflop_per_sentence"] > 0
+
+
+@pytest.fixture(scope="module")
+def toy_multi30k(tmp_path_factory) -> Path:
+    """The toy task laid out as Multi30k is (train, val, test_2016_flickr; en and de; .gz)."""
+    import gzip
+
+    from toy import toy_pairs
+
+    folder = tmp_path_factory.mktemp("toy_multi30k")
+    for split, count, seed in (("train", 300, 0), ("val", 24, 1), ("test_2016_flickr", 24, 2)):
+        pairs = toy_pairs(count, seed=seed)
+        for lang, column in (("en", 0), ("de", 1)):
+            with gzip.open(folder / f"{split}.{lang}.gz", "wt", encoding="utf-8") as handle:
+                handle.writelines(pair[column] + "\n" for pair in pairs)
+    return folder
+
+
+def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_model_dir, toy_multi30k, tmp_path):
+    import shutil
+
+    out = tmp_path / "diagnostics.json"
+    load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out)])
+    report = json.loads(out.read_text(encoding="utf-8"))
+    for kind in ("omission", "repetition"):
+        assert set(report["controlled"][kind]) == {"val", "test"} and report["chosen_on_val"][kind] > 0
+        assert 0 <= report["test_at_chosen"][kind]["precision"] <= 1
+    assert report["free"]["thresholds"] == report["chosen_on_val"]  # free translations flagged at the chosen values
+    assert "log-probability per token (lower: worse)" in report["free"]["auroc"]
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG") and "| flagged |" in out.with_suffix(".md").read_text()
+
+    out = tmp_path / "coverage.json"
+    load_script("coverage_penalty").main([str(toy_model_dir), "--betas", "0,1", "--data", str(toy_multi30k), "--out", str(out),
+                                          "--omission-below", "0.3"])
+    report = json.loads(out.read_text(encoding="utf-8"))
+    rows = report["models"][0]["betas"]
+    assert report["omission_below"] == 0.3
+    assert [row["beta"] for row in rows] == [0.0, 1.0] and all(0 <= row["test"]["omission_flag_rate"] <= 1 for row in rows)
+
+    model = tmp_path / "model"
+    shutil.copytree(toy_model_dir, model)
+    out = tmp_path / "shortlist.json"
+    load_script("shortlist").main([str(model), "--k", "40", "--methods", "cooccurrence", "--precisions", "fp32",
+                                   "--data", str(toy_multi30k), "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    shortlisted = [row for row in rows if row["shortlist"]]
+    assert len(rows) == 4 and len(shortlisted) == 2
+    assert all(row["bleu_difference"] == 0.0 for row in shortlisted)  # k = 40: every piece of the toy vocabulary
+
+
+def test_the_variants_benchmark_averages_and_ensembles(toy_multi30k, tmp_path):
+    from attnmt.training import train
+
+    model_dirs = []
+    for seed in (1, 2):
+        config = toy_config(str(toy_multi30k / "train"), str(toy_multi30k / "val"), seed=seed, max_steps=60,
+                            valid_every=20, keep_checkpoints=3)
+        model_dirs.append(tmp_path / f"seed{seed}")
+        train(config, model_dirs[-1], progress=False, log=lambda message: None)
+    out = tmp_path / "variants.json"
+    load_script("multi30k_variants").main([*map(str, model_dirs), "--average-last", "2,3", "--data", str(toy_multi30k),
+                                           "--work", str(tmp_path / "work"), "--out", str(out)])
+    names = [variant["name"] for variant in json.loads(out.read_text(encoding="utf-8"))["variants"]]
+    assert names[:3] == ["seed1", "seed1, average of the last 2", "seed1, average of the last 3"]
+    assert names[-1].startswith("ensemble of 2: ") and len(names) == 7

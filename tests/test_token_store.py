@@ -122,6 +122,21 @@ def test_a_store_is_reused_while_nothing_changes_and_rebuilt_when_a_file_or_the_
     assert chars.train.meta["fingerprint"]["tokenizers"] != changed.train.meta["fingerprint"]["tokenizers"]
 
 
+def test_runs_that_differ_only_in_train_seed_share_tokenizers_and_store(tmp_path):
+    """Seeds of one ensemble: another train.seed reuses the tokenizers and the store (a sample of
+    the corpus trains SentencePiece here, so a seed that reached it would change them)."""
+    train, valid = write_toy_corpus(tmp_path / "data", n_train=100)
+    config = toy_config(train, valid)
+    config.vocab.max_sentences = 40
+    first = prepare_data(config, tmp_path / "model", log=quiet)
+    config.train.seed += 1
+    messages: list[str] = []
+    again = prepare_data(config, tmp_path / "model", log=messages.append)
+    assert any("reusing" in m for m in messages) and any("is reused" in m for m in messages)
+    elsewhere = prepare_data(config, tmp_path / "other", log=quiet)  # trained afresh with the new train.seed
+    assert elsewhere.src_tokenizer.serialized == first.src_tokenizer.serialized == again.src_tokenizer.serialized
+
+
 def test_a_prepare_killed_half_way_leaves_no_store_that_is_ever_used(tmp_path, monkeypatch):
     """A child process prepares and dies (os._exit: no clean-up, as with SIGKILL) after its first
     chunk: what it wrote is a hidden temporary folder, never data/train; the next prepare removes it

@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Iterator, TextIO
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config (under torchrun: on several processes)")
+def _add_config_arguments(p: argparse.ArgumentParser, model_dir_help: str | None) -> None:
+    """CONFIG, --set overrides, and (unless ``model_dir_help`` is None) --model-dir."""
     p.add_argument("config", type=Path, help="YAML config (see configs/)")
-    p.add_argument("--model-dir", "-m", type=Path, required=True, help="where the model directory is written")
+    if model_dir_help is not None:
+        p.add_argument("--model-dir", "-m", type=Path, required=True, help=model_dir_help)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=1000 (repeatable)")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (under torchrun: on several processes)")
+    _add_config_arguments(p, "where the model directory is written")
     p.add_argument("--resume", action="store_true", help="continue the run in --model-dir from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --model-dir holds a model")
     p.add_argument("--init-from", type=Path, metavar="MODEL_DIR",
@@ -29,10 +35,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="train the tokenizers and write the token store of a config's training data, "
                                        "ahead of training (e.g. once before a multi-node run)")
-    p.add_argument("config", type=Path, help="YAML config (see configs/)")
-    p.add_argument("--model-dir", "-m", type=Path, required=True, help="the model directory training will use")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (repeatable)")
+    _add_config_arguments(p, "the model directory training will use")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_prepare)
 
@@ -40,9 +43,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 def _add_eflomal(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eflomal", help="word alignments of a config's training data by eflomal (both directions, "
                                        "grow-diag-final-and), for train.guided_alignment")
-    p.add_argument("config", type=Path, help="YAML config: its data.train is aligned")
+    _add_config_arguments(p, None)
     p.add_argument("--out", "-o", type=Path, required=True, help="Pharaoh file, one line per training line")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--extra-src", type=Path, help="more source sentences to align together with the training data")
     p.add_argument("--extra-trg", type=Path, help="their translations")
     p.add_argument("--extra-out", type=Path, help="where the alignments of the extra sentences go")
@@ -66,6 +68,7 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     _add_search_options(p)
     _add_precision_option(p)
     _add_ensemble_option(p)
+    _add_shortlist_option(p)
     p.add_argument("--n-best", type=int, default=None,
                    help="with N > 1 each input line gives one line 'TEXT ||| SCORE ||| TEXT2 ||| SCORE2 ...' "
                         "(default: decode.n_best of the model's config); with --sampling, N samples")
@@ -96,17 +99,20 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 def _load_translator(model_dir: Path, args: argparse.Namespace, **options):
     """The model of ``model_dir`` with the decoding settings of the command line."""
-    import dataclasses
-
     from attnmt.translator import Translator
 
-    translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []), **options)
-    settings = {"batch_size": getattr(args, "batch_size", None), "coverage_penalty": getattr(args, "coverage_penalty", None)}
-    if (settings["batch_size"] is not None and settings["batch_size"] < 1) or (settings["coverage_penalty"] or 0) < 0:
-        raise SystemExit(f"attnmt {args.command}: --batch-size must be at least 1 and --coverage-penalty at least 0")
-    translator.config.decode = dataclasses.replace(
-        translator.config.decode, **{key: value for key, value in settings.items() if value is not None})
+    from attnmt.decoding import with_search
+
+    translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []),
+                                 shortlist=getattr(args, "shortlist", False), **options)
+    translator.config.decode = with_search(translator.config.decode, batch_size=getattr(args, "batch_size", None),
+                                           coverage_penalty=getattr(args, "coverage_penalty", None)).check()
     return translator
+
+
+def _add_shortlist_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shortlist", action="store_true",
+                   help="decode with the model's vocabulary shortlist (attnmt shortlist): a smaller output layer")
 
 
 def _add_ensemble_option(p: argparse.ArgumentParser) -> None:
@@ -142,6 +148,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     _add_search_options(p)
     _add_precision_option(p)
     _add_ensemble_option(p)
+    _add_shortlist_option(p)
     p.set_defaults(run=_run_evaluate)
 
 
@@ -178,13 +185,28 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                                             "PER_TOKEN<TAB>TOKENS' (TOKENS counts the target pieces and </s>)")
     p.add_argument("--n-best", type=Path, help="instead of --trg: translate --n-best output to rescore; each line "
                                                 "gives its translations again, best first by this model's score "
-                                                "(log-probability over the GNMT length penalty, as search ranks)")
+                                                "(log-probability over the GNMT length penalty of decode.length_penalty; "
+                                                "no coverage penalty)")
     p.add_argument("--alignment", action="store_true", help="with --trg: add each pair's word alignment (Pharaoh)")
     p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
     p.add_argument("--batch-size", type=int, default=None, help="pairs per forced-decoding batch")
     _add_precision_option(p)
     _add_ensemble_option(p)
     p.set_defaults(run=_run_score)
+
+
+def _add_shortlist(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shortlist", help="build a model's vocabulary shortlist from parallel text, for "
+                                         "translate --shortlist")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--src", type=Path, required=True, help="source sentences (e.g. the training data), plain or .gz")
+    p.add_argument("--trg", type=Path, required=True, help="their translations")
+    p.add_argument("--k", type=int, default=50, help="target pieces kept per source piece (default 50)")
+    p.add_argument("--frequent", type=int, default=100, help="most frequent target pieces always allowed (default 100)")
+    p.add_argument("--method", choices=["alignment", "cooccurrence"], default="alignment",
+                   help="alignment: the model's own attention links; cooccurrence: Dice of co-occurring pieces")
+    p.add_argument("--max-pairs", type=int, default=0, help="read at most this many pairs (0: all)")
+    p.set_defaults(run=_run_shortlist)
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
@@ -234,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_translate, _add_score, _add_evaluate,
+    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_shortlist, _add_translate,
+                _add_score, _add_evaluate,
                 _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
@@ -266,7 +289,7 @@ def _run_eflomal(args: argparse.Namespace) -> int:
     from attnmt.config import load_config
     from attnmt.data.corpus import SplitFiles, check_lengths, iter_pairs
     from attnmt.training.prepare import split_files
-    from attnmt.training.word_alignment import eflomal_alignments, write_alignments
+    from attnmt.training.word_alignment import eflomal_align
 
     extra = (args.extra_src, args.extra_trg, args.extra_out)
     if any(extra) and not all(extra):
@@ -275,15 +298,14 @@ def _run_eflomal(args: argparse.Namespace) -> int:
     train = split_files(config, "train")
     n_train = check_lengths(train)
     pairs = iter_pairs(train, config.data.encoding_errors, n_train)
+    outputs = [(args.out, n_train)]
     if args.extra_src is not None:
         extra_files = SplitFiles(args.extra_src, args.extra_trg)
-        pairs = itertools.chain(pairs, iter_pairs(extra_files, "strict", check_lengths(extra_files)))
-    alignments = eflomal_alignments(pairs, log=_log)
-    write_alignments(args.out, alignments[:n_train])
-    if args.extra_out is not None:
-        write_alignments(args.extra_out, alignments[n_train:])
-    _log(f"alignments of {n_train} training pairs written to {args.out}"
-         + (f", of {len(alignments) - n_train} more to {args.extra_out}" if args.extra_out else ""))
+        n_extra = check_lengths(extra_files)
+        pairs = itertools.chain(pairs, iter_pairs(extra_files, "strict", n_extra))
+        outputs.append((args.extra_out, n_extra))
+    eflomal_align(pairs, outputs, log=_log)
+    _log("alignments written: " + ", ".join(f"{lines} pairs to {path}" for path, lines in outputs))
     return 0
 
 
@@ -320,10 +342,9 @@ def _input_lines(path: Path | None, encoding_errors: str) -> Iterator[Iterator[s
     """The lines of ``path`` (plain or .gz), or of stdin, one at a time."""
     from attnmt.data.corpus import iter_lines, iter_text_lines
 
-    if path is None:
-        yield iter_text_lines(sys.stdin.buffer, "<stdin>", encoding_errors)
-    else:
-        yield iter_lines(path, encoding_errors)
+    lines = iter_text_lines(sys.stdin.buffer, "<stdin>", encoding_errors) if path is None else iter_lines(path, encoding_errors)
+    with contextlib.closing(lines):  # a file left open by an error is closed
+        yield lines
 
 
 @contextlib.contextmanager
@@ -352,10 +373,7 @@ def _run_translate(args: argparse.Namespace) -> int:
                 "seed": args.seed} if args.sampling else {}
     if not args.sampling and any(value is not None for value in (args.temperature, args.top_k, args.top_p, args.seed)):
         raise SystemExit("attnmt translate: --temperature, --top-k, --top-p and --seed go with --sampling")
-    try:
-        search = translator.search_settings(args.beam, args.n_best, args.length_penalty, **sampling)
-    except ValueError as error:
-        raise SystemExit(f"attnmt translate: {error}") from None
+    search = translator.search_settings(args.beam, args.n_best, args.length_penalty, **sampling)
     if args.diagnostics is not None and not translator.has_attention:
         raise SystemExit(f"attnmt translate: {args.model_dir} has no attention (model.attention: none): no diagnostics")
     with (_input_lines(args.input, args.encoding_errors) as lines, _output(args.output) as out,
@@ -442,7 +460,8 @@ def _run_plot(args: argparse.Namespace) -> int:
 
 def _run_align(args: argparse.Namespace) -> int:
     from attnmt.data.corpus import SplitFiles, check_lengths
-    from attnmt.explain.alignment import alignment_error_rate, check_gold_fits, format_links, read_alignments
+    from attnmt.data.alignments import format_links, read_alignments
+    from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
 
     if (args.model_dir is None) == (args.hyp is None):
         raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
@@ -520,6 +539,30 @@ def _rescored(translator, pairs: Iterator[tuple[str, str]], path: Path) -> Itera
         ranked = sorted(((s.log_prob / gnmt_length_penalty(s.tokens, alpha), text) for s, text in zip(scores, texts)),
                         key=lambda item: -item[0])
         yield " ||| ".join(f"{text} ||| {score:.4f}" for score, text in ranked)
+
+
+def _run_shortlist(args: argparse.Namespace) -> int:
+    import itertools
+
+    from attnmt.apps.shortlist import build_shortlist
+    from attnmt.data.corpus import SplitFiles, check_lengths, iter_pairs
+    from attnmt.store import save_shortlist, tokenizers_digest
+
+    if args.k < 1 or args.frequent < 0 or args.max_pairs < 0:
+        raise SystemExit("attnmt shortlist: --k must be at least 1, --frequent and --max-pairs at least 0")
+    translator = _load_translator(args.model_dir, args)
+    files = SplitFiles(args.src, args.trg)
+    pairs = iter_pairs(files, "strict", check_lengths(files))
+    if args.max_pairs:
+        pairs = itertools.islice(pairs, args.max_pairs)
+    lists, frequent = build_shortlist(translator, pairs, args.k, args.frequent, args.method, log=_log)
+    digest = tokenizers_digest(translator.src_tokenizer, translator.trg_tokenizer)
+    path = save_shortlist(args.model_dir, lists, frequent, digest,
+                          {"method": args.method, "k": str(args.k), "frequent": str(args.frequent),
+                           "built_from": files.describe()})
+    _log(f"shortlist of {args.k} target pieces per source piece ({args.method}) and {len(frequent)} frequent ones "
+         f"written to {path}")
+    return 0
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ class VocabConfig:
     character_coverage: float = 1.0
     byte_fallback: bool = True  # unseen characters become bytes instead of <unk>
     max_sentences: int = 1_000_000  # sentences sampled to train SentencePiece
+    seed: int = 42  # the sample and SentencePiece; not train.seed, so runs that differ only in it share a vocabulary
 
 
 @dataclass
@@ -116,6 +117,24 @@ class DecodeConfig:
     top_p: float = 1.0  # sampling: only from the most probable tokens that hold this much probability
     seed: int = 0  # sampling: the same seed, the same samples
 
+    def check(self) -> "DecodeConfig":
+        """The checks of the decode settings alone (also of one call's, see Translator.search_settings);
+        raises ConfigError naming the key. Returns self."""
+        for key in ("beam_size", "n_best", "batch_size"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"decode.{key} must be positive, got {getattr(self, key)}")
+        if self.coverage_penalty < 0:
+            raise ConfigError(f"decode.coverage_penalty must be >= 0, got {self.coverage_penalty}")
+        if self.sampling:
+            if self.temperature <= 0:
+                raise ConfigError(f"decode.temperature must be positive, got {self.temperature}")
+            if self.top_k < 0 or not 0 < self.top_p <= 1:
+                raise ConfigError(f"decode.top_k must be >= 0 and decode.top_p in (0, 1], got {self.top_k} "
+                                  f"and {self.top_p}")
+        elif self.n_best > self.beam_size:
+            raise ConfigError(f"decode.n_best ({self.n_best}) cannot exceed decode.beam_size ({self.beam_size})")
+        return self
+
 
 @dataclass
 class Config:
@@ -129,6 +148,7 @@ class Config:
         """Checks that span keys; raises ConfigError. Returns self for chaining."""
         positive = {
             "vocab.size": self.vocab.size,
+            "vocab.max_sentences": self.vocab.max_sentences,
             "model.embedding_size": self.model.embedding_size,
             "model.encoder_hidden_size": self.model.encoder_hidden_size,
             "model.hidden_size": self.model.hidden_size,
@@ -138,9 +158,6 @@ class Config:
             "train.valid_every": self.train.valid_every,
             "train.log_every": self.train.log_every,
             "train.accumulate": self.train.accumulate,
-            "decode.beam_size": self.decode.beam_size,
-            "decode.n_best": self.decode.n_best,
-            "decode.batch_size": self.decode.batch_size,
             "data.max_src_tokens": self.data.max_src_tokens,
             "data.max_trg_tokens": self.data.max_trg_tokens,
         }
@@ -153,18 +170,7 @@ class Config:
             raise ConfigError(f"train.label_smoothing must be in [0, 1), got {self.train.label_smoothing}")
         if self.train.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate must be positive, got {self.train.learning_rate}")
-        if self.decode.coverage_penalty < 0:
-            raise ConfigError(f"decode.coverage_penalty must be >= 0, got {self.decode.coverage_penalty}")
-        if self.decode.sampling:
-            if self.decode.temperature <= 0:
-                raise ConfigError(f"decode.temperature must be positive, got {self.decode.temperature}")
-            if self.decode.top_k < 0 or not 0 < self.decode.top_p <= 1:
-                raise ConfigError(f"decode.top_k must be >= 0 and decode.top_p in (0, 1], got {self.decode.top_k} "
-                                  f"and {self.decode.top_p}")
-        elif self.decode.n_best > self.decode.beam_size:
-            raise ConfigError(
-                f"decode.n_best ({self.decode.n_best}) cannot exceed decode.beam_size ({self.decode.beam_size})"
-            )
+        self.decode.check()
         if self.model.attention == "dot" and self.model.hidden_size != 2 * self.model.encoder_hidden_size:
             raise ConfigError(
                 "model.attention: dot scores the decoder state against encoder states directly, so "

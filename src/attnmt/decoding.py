@@ -24,7 +24,7 @@ from attnmt.config import DecodeConfig
 from attnmt.data.batching import collate, sentence_batches
 from attnmt.data.vocab import WORD_START
 from attnmt.errors import NoAttentionError
-from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search, sample_search
+from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search, model_has_attention, sample_search
 
 SENTENCE_END = tuple(".!?;。！？…؟।")
 
@@ -36,15 +36,19 @@ def max_target_lengths(src_lengths: torch.Tensor, decode: DecodeConfig) -> torch
 
 @torch.inference_mode()
 def decode_ids(
-    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, device: torch.device | str = "cpu"
+    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
     """Search over many tokenized sentences in length-sorted batches of ``decode.batch_size``; the
-    ``decode.n_best`` best hypotheses of each, in input order. ``decode.beam_size`` 1 is greedy search;
-    with ``decode.sampling``, ``decode.n_best`` samples each instead (reproducible for ``decode.seed``).
+    ``decode.n_best`` best hypotheses of each, in input order. ``decode.beam_size`` 1 is greedy search
+    (where the coverage penalty, a ranking of beams, does nothing); with ``decode.sampling``,
+    ``decode.n_best`` samples each instead, drawn with ``generator`` (default: one seeded with
+    ``decode.seed``; pass one to go on drawing across calls, as a stream does).
     An empty sentence is still decoded (from its lone ``</s>``): callers decide what empty input means."""
     if isinstance(model, torch.nn.Module):
         model.eval()
-    generator = torch.Generator(device).manual_seed(decode.seed) if decode.sampling else None
+    if decode.sampling and generator is None:
+        generator = sampling_generator(decode, device)
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     for indices in sentence_batches([len(ids) for ids in src_ids], decode.batch_size):
         batch = collate([src_ids[i] for i in indices], None, indices)
@@ -63,6 +67,11 @@ def decode_ids(
     return results
 
 
+def sampling_generator(decode: DecodeConfig, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random generator that sampling with ``decode.seed`` draws from."""
+    return torch.Generator(device).manual_seed(decode.seed)
+
+
 def decode_long_inputs(
     model: StepModel,
     src_ids: Sequence[list[int]],
@@ -70,6 +79,7 @@ def decode_long_inputs(
     decode: DecodeConfig,
     max_input_tokens: int,
     device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
 ) -> tuple[list[list[Hypothesis]], int]:
     """``decode_ids``, with every input longer than ``max_input_tokens`` cut into pieces
     (``split_points``), the pieces decoded in the same batches as the other inputs and their
@@ -77,7 +87,7 @@ def decode_long_inputs(
     were cut."""
     spans = [(i, start, end) for i, ids in enumerate(src_ids)
              for start, end in _input_spans(ids, id_to_piece, max_input_tokens)]
-    found = decode_ids(model, [src_ids[i][start:end] for i, start, end in spans], decode, device)
+    found = decode_ids(model, [src_ids[i][start:end] for i, start, end in spans], decode, device, generator)
     parts: list[list[list[Hypothesis]]] = [[] for _ in src_ids]
     for (i, _, _), hypotheses in zip(spans, found):
         parts[i].append(hypotheses)
@@ -195,7 +205,7 @@ def forced_decode(
     ``need_attention``: a model without attention is then a NoAttentionError."""
     if len(src_ids) != len(trg_ids):
         raise ValueError(f"{len(src_ids)} sources but {len(trg_ids)} targets: they must pair up one to one")
-    if need_attention and not model.has_attention:
+    if need_attention and not model_has_attention(model):
         raise NoAttentionError("the model has no attention (model.attention: none): it cannot align words")
     model.eval()
     results: list[ForcedDecoding] = [ForcedDecoding(np.zeros(0), None)] * len(src_ids)

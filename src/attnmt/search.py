@@ -1,4 +1,4 @@
-"""Greedy and beam search over any model that follows the step protocol.
+"""Greedy search, beam search and sampling over any model that follows the step protocol.
 
 Search sees a model only through :class:`StepModel`: ``encode`` once, then ``step`` one target token
 at a time. It reorders the model's memory and state with their ``reorder(indices)`` and never looks
@@ -67,7 +67,7 @@ class Hypothesis:
     """One finished translation of one sentence."""
 
     tokens: list[int]  # target ids, without BOS and EOS
-    score: float  # what search ranked by: log_prob / lp(len(tokens) + 1)
+    score: float  # what search ranked by: log_prob / lp(len(tokens) + 1), plus the coverage penalty if asked for
     log_prob: float  # sum of the token log-probabilities, EOS included
     attention: Tensor | None = field(repr=False)  # (len(tokens)+1, src_length) on the CPU, rows incl. the EOS
     # step; None for a model without attention
@@ -75,10 +75,6 @@ class Hypothesis:
 
 class SearchMemory(Protocol):
     """The encoder's output, as search sees it."""
-
-    @property
-    def mask(self) -> Tensor:  # (batch, src_len) bool, True on real source tokens
-        ...
 
     def reorder(self, indices: Tensor) -> Self:
         """Rows ``indices`` (batch dim, may repeat) of every tensor."""

@@ -13,7 +13,6 @@ and detokenizes what comes back.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,15 +25,17 @@ from attnmt.config import Config, DecodeConfig
 from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE, UNK_ID, WORD_START
-from attnmt.decoding import ForcedDecoding, decode_long_inputs, forced_decode, with_search
-from attnmt.errors import CheckpointError, NoAttentionError
-from attnmt.explain.alignment import WordAlignment, merge_groups, word_attention
+from attnmt.data.corpus import chunks
+from attnmt.decoding import ForcedDecoding, decode_long_inputs, forced_decode, sampling_generator, with_search
+from attnmt.errors import CheckpointError, ConfigError, NoAttentionError
+from attnmt.explain.alignment import WordAlignment, attention_links, merge_groups, word_attention
 from attnmt.explain.diagnostics import Diagnostics, diagnose
 from attnmt.model import Seq2Seq
 from attnmt.model.ensemble import Ensemble
 from attnmt.runtime import autocast, check_inference_precision, quantize_int8
-from attnmt.search import Hypothesis, check_sampling
-from attnmt.store import load_model
+from attnmt.search import Hypothesis
+from attnmt.model.shortlist import Shortlist, Shortlisted
+from attnmt.store import load_model, load_shortlist, tokenizers_digest
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Translation:
     text: str  # detokenized output
     tokens: list[str]  # target pieces, without </s>
     src_tokens: list[str]  # source pieces, without </s>
-    score: float  # the search's ranking score (length-normalised log-probability)
+    score: float  # the search's ranking score (length-normalised log-probability, plus any coverage penalty)
     log_prob: float
     attention: np.ndarray | None = field(repr=False)  # (len(tokens)+1, len(src_tokens)+1), rows incl. </s>;
     # None for a model without attention
@@ -99,22 +100,30 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: Path | str, device: torch.device | str = "cpu", precision: str = "fp32",
-             ensemble: Sequence[Path | str] = ()) -> "Translator":
+             ensemble: Sequence[Path | str] = (), shortlist: bool = False) -> "Translator":
         """Load a model directory (safetensors + YAML + SentencePiece; never a pickle). ``ensemble``:
         more model directories to decode together with it (attnmt.model.ensemble); they must have
-        the same tokenizers, and the search settings are the first model's."""
+        the same tokenizers, and the search settings are the first model's. ``shortlist``: decode
+        with the directory's vocabulary shortlist (``attnmt shortlist``; attnmt.model.shortlist)."""
         config, model, src_tokenizer, trg_tokenizer = load_model(Path(model_dir))
+        if shortlist and ensemble:
+            raise ConfigError("a shortlist decodes one model: it cannot be combined with an ensemble")
         if ensemble:
-            members = [model]
+            members, digest = [model], tokenizers_digest(src_tokenizer, trg_tokenizer)
             for other_dir in ensemble:
                 _, other, other_src, other_trg = load_model(Path(other_dir))
-                for side, ours, theirs in (("target", trg_tokenizer, other_trg), ("source", src_tokenizer, other_src)):
-                    if ours.serialized != theirs.serialized:
-                        raise CheckpointError(f"{other_dir} and {model_dir} have different {side} vocabularies: "
-                                              "only models that share their tokenizers can be ensembled")
+                if tokenizers_digest(other_src, other_trg) != digest:
+                    raise CheckpointError(f"{other_dir} and {model_dir} have different vocabularies (their target or "
+                                          "source tokenizers differ): only models that share them can be ensembled")
                 members.append(other)
             model = Ensemble(members)
-        return cls(model, config, src_tokenizer, trg_tokenizer, device, precision)
+        translator = cls(model, config, src_tokenizer, trg_tokenizer, device, precision)
+        if shortlist:
+            table = load_shortlist(Path(model_dir), tokenizers_digest(src_tokenizer, trg_tokenizer),
+                                   src_tokenizer.vocab_size, trg_tokenizer.vocab_size)
+            translator.model = Shortlisted(translator.model, Shortlist(table.lists.to(translator.device),
+                                                                       table.frequent.to(translator.device)))
+        return translator
 
     @property
     def attention_source(self) -> str:
@@ -145,13 +154,17 @@ class Translator:
 
         A text longer than ``decode.max_input_tokens`` source tokens (default ``data.max_src_tokens``,
         what the model was trained on) is translated in pieces cut at sentence or word boundaries."""
-        decode = self.search_settings(beam, n_best, length_penalty, **search)
+        return self._translate(texts, self.search_settings(beam, n_best, length_penalty, **search))
+
+    def _translate(self, texts: Sequence[str], decode: DecodeConfig,
+                   generator: torch.Generator | None = None) -> list[list[Translation]]:
+        """``translate_n_best`` with its settings worked out; ``generator``: what sampling draws from."""
         cleaned = [clean_line(text) for text in texts]
         wanted = [i for i, text in enumerate(cleaned) if text]
         src_ids = self.src_tokenizer.encode_batch([cleaned[i] for i in wanted])
         with autocast(self.precision, self.device):
             found, n_cut = decode_long_inputs(self.model, src_ids, self.src_tokenizer.id_to_piece, decode,
-                                              self.max_input_tokens, self.device)
+                                              self.max_input_tokens, self.device, generator)
         if n_cut:
             logger.warning("%d input lines longer than %d source tokens were translated in pieces",
                            n_cut, self.max_input_tokens)
@@ -168,11 +181,14 @@ class Translator:
         """``translate_n_best`` over an iterable of any length (a file read line by line), a chunk of
         ``chunk_size`` texts at a time (default ``CHUNK_BATCHES`` decoding batches): each chunk's
         n-best lists in input order, as soon as the chunk is done. The texts of a chunk are sorted by
-        length for decoding, as one call sorts all of its texts; memory does not grow with the input."""
-        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
-        iterator = iter(texts)
-        while chunk := list(itertools.islice(iterator, chunk_size)):
-            yield self.translate_n_best(chunk, beam=beam, n_best=n_best, length_penalty=length_penalty, **search)
+        length for decoding, as one call sorts all of its texts; memory does not grow with the input.
+        Sampling draws from one generator for the whole stream (not one per chunk, which would draw
+        the same numbers in every chunk): the same texts, seed, chunk and batch sizes give the same
+        samples."""
+        decode = self.search_settings(beam, n_best, length_penalty, **search)
+        generator = sampling_generator(decode, self.device) if decode.sampling else None
+        for chunk in chunks(texts, chunk_size or CHUNK_BATCHES * self.config.decode.batch_size):
+            yield self._translate(chunk, decode, generator)
 
     def translate_stream(
         self, texts: Iterable[str], beam: int | None = None, n_best: int | None = None,
@@ -196,14 +212,22 @@ class Translator:
         for sources, targets in self._pair_chunks(pairs, chunk_size):
             yield self.score(sources, targets, alignment)
 
-    def align(self, sources: Sequence[str], targets: Sequence[str]) -> list[WordAlignment]:
+    def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
+              both_ways: bool = False, by_pieces: bool = False) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
         is encoded on its own (SentencePiece splits at whitespace before segmenting, so the pieces are
-        those of the whole sentence) and its pieces' attention merged. Raises NoAttentionError for a
-        model without attention."""
-        return [forced.alignment() for forced in self._force(sources, targets, need_attention=True)]
+        those of the whole sentence) and its pieces' attention merged. Each target word is linked to
+        the source word most attended to by the decoder step that writes it (its state has read the
+        word before); ``shift``: by the step after it, which has read the word itself (Chen et al.
+        2020's shift); ``both_ways``: only links that are the argmax in both directions;
+        ``by_pieces``: link the pieces first (each target piece to its argmax source piece), then two
+        words wherever any of their pieces are linked (the usual way of scoring subword aligners;
+        a target word of several pieces may then link to several source words). Raises
+        NoAttentionError for a model without attention."""
+        return [forced.alignment(shift, both_ways, by_pieces)
+                for forced in self._force(sources, targets, need_attention=True)]
 
     def score(self, sources: Sequence[str], targets: Sequence[str], alignment: bool = False) -> list[PairScore]:
         """How probable each given translation is: the log-probability of ``targets[i]`` given
@@ -232,9 +256,7 @@ class Translator:
 
     def _pair_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None,
                      ) -> Iterator[tuple[list[str], list[str]]]:
-        chunk_size = chunk_size or CHUNK_BATCHES * self.config.decode.batch_size
-        iterator = iter(pairs)
-        while chunk := list(itertools.islice(iterator, chunk_size)):
+        for chunk in chunks(pairs, chunk_size or CHUNK_BATCHES * self.config.decode.batch_size):
             yield [source for source, _ in chunk], [target for _, target in chunk]
 
     @property
@@ -246,22 +268,16 @@ class Translator:
                         length_penalty: float | None = None, **search: Any) -> DecodeConfig:
         """The decode settings a call with these arguments uses: the config's, with those given (not
         None) replaced; the config's n-best is capped at the beam size (when searching: samples are
-        as many as asked). ValueError if they do not fit."""
+        as many as asked). ConfigError (a ValueError) if they do not fit."""
         unknown = sorted(set(search) - {f.name for f in dataclasses.fields(DecodeConfig)})
         if unknown:
             raise TypeError(f"unknown decode settings: {', '.join(unknown)}")
         decode = with_search(self.config.decode, beam_size=beam, length_penalty=length_penalty, **search)
         if n_best is None and not decode.sampling:
             n_best = min(decode.n_best, decode.beam_size)
-        decode = with_search(decode, n_best=n_best)
-        if decode.beam_size < 1:
-            raise ValueError(f"beam must be >= 1, got {decode.beam_size}")
-        if decode.sampling:
-            if decode.n_best < 1:
-                raise ValueError(f"n_best (the samples per text) must be >= 1, got {decode.n_best}")
-            check_sampling(decode.temperature, decode.top_k, decode.top_p)
-        elif decode.n_best < 1 or decode.n_best > decode.beam_size:
-            raise ValueError(f"n_best must be between 1 and the beam size ({decode.beam_size}), got {decode.n_best}")
+        decode = with_search(decode, n_best=n_best).check()
+        if decode.coverage_penalty and not self.has_attention:
+            raise ConfigError("the coverage penalty needs attention: this model has none (model.attention: none)")
         return decode
 
     def _to_translation(self, hypothesis: Hypothesis, src_pieces: list[str], source_text: str = "") -> Translation:
@@ -324,9 +340,19 @@ class _Forced:
     def trg_ids(self) -> list[int]:
         return _concat(self.word_trg_ids)
 
-    def alignment(self) -> WordAlignment:
-        words = merge_groups(self.result.attention, _piece_groups(self.src_ids), _piece_groups(self.word_trg_ids))
-        return WordAlignment.from_attention(words, self.src_words, self.trg_words)  # words: (trg+1, src+1)
+    def alignment(self, shift: bool = False, both_ways: bool = False, by_pieces: bool = False) -> WordAlignment:
+        attention = self.result.attention  # (trg pieces + 1, src pieces + 1)
+        if shift:  # each target piece takes the row of the next step; </s> keeps its own
+            attention = np.concatenate([attention[1:], attention[-1:]])
+        src_groups, trg_groups = _piece_groups(self.src_ids), _piece_groups(self.word_trg_ids)
+        words = merge_groups(attention, src_groups, trg_groups)  # (trg words + 1, src words + 1)
+        alignment = WordAlignment.from_attention(words, self.src_words, self.trg_words, both_ways)
+        if by_pieces:
+            src_word = {piece: word for word, pieces in enumerate(src_groups) for piece in pieces}
+            trg_word = {piece: word for word, pieces in enumerate(trg_groups) for piece in pieces}
+            links = {(src_word[s], trg_word[t]) for s, t in attention_links(attention, both_ways)}
+            alignment.links = sorted(links, key=lambda link: (link[1], link[0]))
+        return alignment
 
 
 def _empty_translation(has_attention: bool) -> Translation:

@@ -18,15 +18,17 @@ Public API:
 from __future__ import annotations
 
 import gzip
+import itertools
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Literal, Sequence
+from typing import BinaryIO, Iterable, Iterator, Literal, Sequence, TypeVar
 
 from attnmt.data.text import clean_line
 from attnmt.errors import CorpusError
 
 EncodingErrors = Literal["strict", "replace"]
+T = TypeVar("T")
 
 _CHUNK_BYTES = 1 << 20
 _BOM = "\ufeff"
@@ -248,6 +250,13 @@ def _tsv_fields(line: str, path: Path, line_number: int) -> tuple[str, str]:
         problem = "no tab" if len(fields) == 1 else f"{len(fields)} fields (more than 2; a tab inside a sentence?)"
         raise CorpusError(f"{path}: line {line_number}: expected source<TAB>target, found {problem}")
     return fields[0], fields[1]
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read as they are needed."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def filter_pairs(

@@ -74,7 +74,13 @@ class SubwordTokenizer:
         """
         if model_type not in ("unigram", "bpe", "char"):
             raise ValueError(f"model_type must be unigram, bpe or char, got {model_type!r}")
-        sentences = [text for text in texts if text and not text.isspace()]
+        if input_sentence_size <= 0:
+            raise ValueError(f"input_sentence_size must be positive, got {input_sentence_size}")
+        sample = Reservoir(input_sentence_size, seed)
+        for text in texts:
+            if text and not text.isspace():
+                sample.add(text)
+        sentences = sample.items
         if not sentences:
             raise ValueError("cannot train a tokenizer on no text")
         options = dict(
@@ -85,8 +91,7 @@ class SubwordTokenizer:
             byte_fallback=byte_fallback and model_type != "char",
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             pad_piece=PAD_PIECE, unk_piece=UNK_PIECE, bos_piece=BOS_PIECE, eos_piece=EOS_PIECE,
-            input_sentence_size=input_sentence_size,
-            shuffle_input_sentence=True,
+            input_sentence_size=0,  # sampled above: SentencePiece's own sampler needs more than 100
             num_threads=os.cpu_count() or 1,
             minloglevel=2,  # errors only
         )

@@ -228,7 +228,7 @@ def _reuse_existing(out_dir: Path, split: str, lang: str) -> tuple[str, bytes] |
     data = path.read_bytes()
     try:
         verify_file(str(path), data, EXPECTED_LINES[split], KNOWN_SHA256.get((split, lang)))
-    except CorpusError:
+    except Multi30kError:
         return None
     return str(path), data
 

@@ -1,2 +1,3 @@
-"""What attention says about a translation: word alignments and AER (alignment.py), heatmaps and
-plots (viz.py). numpy only at import time: no torch, no matplotlib until something is drawn."""
+"""What attention says about a translation: word alignments and AER (alignment.py), warnings about
+omissions and repetitions (diagnostics.py), heatmaps and plots (viz.py). numpy only at import time:
+no torch, no matplotlib until something is drawn."""

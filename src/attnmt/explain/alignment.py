@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-from attnmt.data.alignments import GoldAlignment, Link, format_links, parse_alignment, read_alignments
+from attnmt.data.alignments import GoldAlignment, Link, format_links
 from attnmt.data.vocab import EOS_PIECE, WORD_START
 from attnmt.errors import AlignmentError, NoAttentionError
 
@@ -127,16 +127,21 @@ def word_attention(translation: AttendedTranslation, words: bool = True, merge_t
     return merge_subwords(translation.attention, src_labels, trg_labels, merge_target=merge_target)
 
 
-def attention_links(word_attention: np.ndarray) -> list[Link]:
+def attention_links(word_attention: np.ndarray, both_ways: bool = False) -> list[Link]:
     """Links from word attention (trg_words + 1, src_words + 1), the last row and column ``</s>``:
     each target word to the source word it attends to most, none if that is ``</s>`` (or if the word
-    has no attention at all: a "word" of invisible characters that the tokenizer drops)."""
+    has no attention at all: a "word" of invisible characters that the tokenizer drops).
+    ``both_ways``: only the links where the source word, too, is attended to most by that target word
+    (the intersection of the two directions' argmax: fewer links, more precise)."""
     src_eos = word_attention.shape[1] - 1
     links = []
     for target, row in enumerate(word_attention[:-1]):
         source = int(np.argmax(row))
         if source != src_eos and row[source] > 0:
             links.append((source, target))
+    if both_ways and len(word_attention) > 1:
+        best_target = np.argmax(word_attention[:-1, :-1], axis=0)  # (src_words,) over the target words
+        links = [(source, target) for source, target in links if best_target[source] == target]
     return links
 
 
@@ -150,8 +155,9 @@ class WordAlignment:
     links: list[Link]  # (source word, target word), from 0, in target order
 
     @classmethod
-    def from_attention(cls, attention: np.ndarray, src_words: list[str], trg_words: list[str]) -> "WordAlignment":
-        return cls(src_words, trg_words, attention, attention_links(attention))
+    def from_attention(cls, attention: np.ndarray, src_words: list[str], trg_words: list[str],
+                       both_ways: bool = False) -> "WordAlignment":
+        return cls(src_words, trg_words, attention, attention_links(attention, both_ways))
 
     @property
     def attention_labels(self) -> tuple[list[str], list[str]]:

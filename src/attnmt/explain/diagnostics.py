@@ -70,8 +70,9 @@ class Diagnostics:
 
 def diagnose(translation: AttendedTranslation, omission_below: float = OMISSION_BELOW,
              repetition_above: float = REPETITION_ABOVE) -> Diagnostics:
-    """The diagnostics of a translation with attention (NoAttentionError otherwise). An empty
-    translation or source gives empty lists and no flags."""
+    """The diagnostics of a translation with attention (NoAttentionError otherwise). An empty input
+    gives empty lists and no flags (an empty output of a non-empty input leaves every source word
+    unattended: each is flagged)."""
     if translation.attention is not None and translation.attention.size == 0:
         return Diagnostics([], [], [], [], [], omission_below=omission_below, repetition_above=repetition_above)
     words, src_labels, trg_labels = word_attention(translation)  # (trg_words + 1, src_words + 1)

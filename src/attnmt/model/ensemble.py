@@ -26,10 +26,6 @@ class EnsembleMemory:
 
     members: tuple
 
-    @property
-    def mask(self) -> Tensor:  # (batch, src_len) bool: the same source for every model
-        return self.members[0].mask
-
     def reorder(self, indices: Tensor) -> "EnsembleMemory":
         return EnsembleMemory(tuple(member.reorder(indices) for member in self.members))
 

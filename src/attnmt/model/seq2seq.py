@@ -88,11 +88,17 @@ class Seq2Seq(nn.Module):
         prev_tokens: (batch,) -> log_probs (batch, trg_vocab), new state, attention (batch, src_len)
         (None for a model without attention)
         """
-        embedded = self.decoder.embedding(prev_tokens)  # (batch, emb)
-        attentional, state, weights = self.decoder.step(embedded, state, memory)
+        attentional, state, weights = self.attentional_step(prev_tokens, state, memory)
         logits = self.output_layer(attentional).float()  # (batch, trg_vocab); fp32 under autocast too
         log_probs = torch.log_softmax(logits, dim=-1)  # (batch, trg_vocab)
         return log_probs, state, weights
+
+    def attentional_step(self, prev_tokens: Tensor, state: DecoderState, memory: EncoderMemory,
+                         ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """Steps 1-5 of DESIGN.md without the output layer: prev_tokens (batch,) -> the attentional
+        vectors (batch, attentional_size), the new state and the attention (batch, src_len) or None."""
+        embedded = self.decoder.embedding(prev_tokens)  # (batch, emb)
+        return self.decoder.step(embedded, state, memory)
 
     def forward(
         self, src: Tensor, src_lengths: Tensor, trg_input: Tensor, trg_mask: Tensor | None = None

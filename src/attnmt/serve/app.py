@@ -121,7 +121,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(translator: Translator, settings: ServeSettings = ServeSettings(), model_name: str = "model") -> FastAPI:
-    """The service for one loaded model."""
+    """The service for one loaded model. One function, longer than most, on purpose: FastAPI's route
+    handlers are closures over the translator, the batcher and the settings, declared where the app is."""
 
     def decode(texts: Sequence[str], beam: int, n_best: int, length_penalty: float | None) -> list[list[Translation]]:
         return translator.translate_n_best(texts, beam=beam, n_best=n_best, length_penalty=length_penalty)

@@ -2,7 +2,8 @@
 
     loop.py         the training loop, readable top to bottom; one optimizer step (``Trainee.step``)
     state.py        the trainer state and its file, for an exact ``--resume``
-    prepare.py      corpora → tokenizers → token ids; the checks of a run's model directory
+    prepare.py      corpora → tokenizers → token store; the checks of a run's model directory
+    word_alignment.py  eflomal alignments of the training data, for guided alignment
     distributed.py  several processes under torchrun (DDP)
     metrics.py      metrics.jsonl and TensorBoard
     progress.py     the progress bar

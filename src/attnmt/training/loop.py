@@ -79,14 +79,15 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
     """
     worker = start_worker(config.train.device)
     try:
-        return _train(worker, config, Path(model_dir), resume, overwrite, progress, log if worker.is_main else _silent,
-                      None if init_from is None else Path(init_from))
+        with contextlib.ExitStack() as resources:  # closes the metrics log and the progress bar, whatever happens
+            return _train(worker, config, Path(model_dir), resume, overwrite, progress,
+                          log if worker.is_main else _silent, None if init_from is None else Path(init_from), resources)
     finally:
         stop_worker(worker)
 
 
 def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, progress: bool | None,
-           log: Log, init_from: Path | None) -> TrainResult:
+           log: Log, init_from: Path | None, resources: contextlib.ExitStack) -> TrainResult:
     """The run, read top to bottom: one function on purpose (nanoGPT's train.py), so that the order
     of what happens in a step, a validation and a checkpoint is in one place."""
     cfg = config.train
@@ -110,12 +111,13 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
     log(f"training {worker.where()} in {cfg.precision}; each step: {batches_per_step} batch(es) of at most "
         f"{cfg.batch_tokens} tokens")
 
-    metrics = MetricsLog(model_dir, enabled=worker.is_main)
+    metrics = resources.enter_context(contextlib.closing(MetricsLog(model_dir, enabled=worker.is_main)))
     if resume:
         metrics.write("resume", step=state.step, epoch=state.epoch + 1, batch_in_epoch=state.batch_in_epoch)
     clock = Clock(state.elapsed_seconds)
-    bar = TrainingProgress(_planned_steps(cfg, data, batches_per_step), cfg.max_time, state.step,
-                           state.elapsed_seconds, show=bar_wanted(progress) and worker.is_main)
+    bar = resources.enter_context(contextlib.closing(TrainingProgress(
+        _planned_steps(cfg, data, batches_per_step), cfg.max_time, state.step, state.elapsed_seconds,
+        show=bar_wanted(progress) and worker.is_main)))
     window = ThroughputWindow.resume(state)
     checkpoint_every = cfg.checkpoint_every or cfg.valid_every
     checkpoint_step = state.step if resume else None  # the step of the trainer state on disk
@@ -167,7 +169,6 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
     bar.close()
     if diverged:  # nothing more is saved: the checkpoint on disk is the last good one
         metrics.write("stop", step=state.step, reason=stop_reason, elapsed=clock.elapsed())
-        metrics.close()
         raise TrainingError(_diverged_message(model_dir, state, checkpoint_step))
     if state.best_metric is None:  # stopped before any validation: keep what we have
         state.elapsed_seconds = clock.elapsed()
@@ -176,7 +177,6 @@ def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwr
     if cfg.average_last:
         _average_last(trainee, state, data, config, model_dir, metrics, log)
     metrics.write("stop", step=state.step, reason=stop_reason, elapsed=clock.elapsed())
-    metrics.close()
     return TrainResult(model_dir, state.step, clock.elapsed(), state.best_metric, stop_reason, validations,
                        worker.rank)
 
@@ -453,13 +453,19 @@ def validate(model: Seq2Seq, data: PreparedData, config: Config) -> dict[str, An
         total_tokens += batch.n_trg_tokens
     loss = total_loss / max(total_tokens, 1)
     limit = config.train.valid_max_sentences or len(data.valid_src)
-    hypotheses = decode_ids(model, data.valid_src[:limit], with_search(config.decode, beam_size=1, n_best=1), device)
+    greedy = with_search(config.decode, beam_size=1, n_best=1, sampling=False)
+    hypotheses = decode_ids(model, data.valid_src[:limit], greedy, device)
     outputs = [data.trg_tokenizer.decode(h[0].tokens) for h in hypotheses]
     references = data.valid_references[:limit]
     bleu = score_corpus(outputs, references, metrics=("bleu",))[0]
     return {"loss": loss, "perplexity": math.exp(min(loss, 100.0)), "bleu": bleu.value,
             "exact_match": exact_match(outputs, references), "bleu_signature": bleu.signature,
             "example": {"hypothesis": outputs[0], "reference": references[0]}}
+
+
+def improves(metric: str, value: float, best: float | None) -> bool:
+    """Whether a validation ``value`` of ``metric`` beats ``best`` (higher BLEU, lower loss; None: no best yet)."""
+    return best is None or (value > best if metric == "bleu" else value < best)
 
 
 def _average_last(trainee: Trainee, state: TrainerState, data: PreparedData, config: Config, model_dir: Path,
@@ -474,7 +480,7 @@ def _average_last(trainee: Trainee, state: TrainerState, data: PreparedData, con
     result = validate(averaged, data, config)
     metric_name = config.train.early_stopping_metric
     value = result[metric_name]
-    better = value > state.best_metric if metric_name == "bleu" else value < state.best_metric
+    better = improves(metric_name, value, state.best_metric)
     if better:
         save_weights(averaged, model_dir / WEIGHTS_FILE)
     metrics.write("average", step=state.step, checkpoints=[path.name for path in paths], best=better,
@@ -491,7 +497,7 @@ def _validate_and_checkpoint(trainee: Trainee, state: TrainerState, data: Prepar
     result = worker.broadcast(validate(trainee.model, data, config) if worker.is_main else None)
     metric_name = config.train.early_stopping_metric
     value = result[metric_name]
-    better = state.best_metric is None or (value > state.best_metric if metric_name == "bleu" else value < state.best_metric)
+    better = improves(metric_name, value, state.best_metric)
     if better:
         state.best_metric, state.best_step = value, state.step
         state.validations_without_improvement = 0

@@ -36,10 +36,12 @@ class MetricsLog:
         return entry
 
     def close(self) -> None:
+        """Close the file and the TensorBoard writer; closing again does nothing."""
         if self.file is not None:
             self.file.close()
         if self.writer is not None:
             self.writer.close()
+        self.file = self.writer = None
 
 
 def _drop_torn_last_line(path: Path) -> None:

@@ -16,8 +16,6 @@ prepared token store, in bounded memory whatever the size of the corpus.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -31,6 +29,7 @@ from attnmt.data.corpus import (
     ParallelCorpus,
     SplitFiles,
     check_lengths,
+    chunks,
     count_lines,
     filter_pairs,
     filter_summary,
@@ -53,6 +52,7 @@ from attnmt.store import (
     remove_run_files,
     remove_stale_temporaries,
     tokenizer_files,
+    tokenizers_digest,
 )
 from attnmt.training.distributed import Worker
 from attnmt.training.progress import bar_wanted, counting_bar
@@ -180,7 +180,7 @@ def _tokenizers(config: Config, model_dir: Path, splits: Splits, log: Log) -> tu
     """The tokenizers trained from this data with these settings: those already in ``model_dir``
     if they were, else trained now on a sample of the training text."""
     meta_path = model_dir / DATA_DIR / TOKENIZER_META
-    fingerprint = {"vocab": asdict(config.vocab), "seed": config.train.seed, "train": files_fingerprint(splits.train),
+    fingerprint = {"vocab": asdict(config.vocab), "train": files_fingerprint(splits.train),
                    "encoding_errors": config.data.encoding_errors}
     paths = set(tokenizer_files(model_dir, config.vocab.joint))
     if _read_json(meta_path) == json_round_trip(fingerprint) and all(path.is_file() for path in paths):
@@ -193,7 +193,7 @@ def _tokenizers(config: Config, model_dir: Path, splits: Splits, log: Log) -> tu
     def fit(texts: list[str], path: Path) -> SubwordTokenizer:
         tokenizer = SubwordTokenizer.train(
             texts, None, vocab_size=vocab.size, model_type=vocab.type, character_coverage=vocab.character_coverage,
-            byte_fallback=vocab.byte_fallback, input_sentence_size=vocab.max_sentences, seed=config.train.seed,
+            byte_fallback=vocab.byte_fallback, input_sentence_size=vocab.max_sentences, seed=vocab.seed,
         )
         atomic_write_bytes(path, tokenizer.serialized)
         return tokenizer
@@ -215,7 +215,7 @@ def _sample_sentences(config: Config, splits: Splits) -> tuple[list[str], list[s
     else a uniform sample of that many."""
     limit = config.vocab.max_sentences
     per_side = (limit - limit // 2, limit // 2) if config.vocab.joint else (limit, limit)
-    samples = [Reservoir(size, config.train.seed + side) for side, size in enumerate(per_side)]
+    samples = [Reservoir(size, config.vocab.seed + side) for side, size in enumerate(per_side)]
     for src, trg in iter_pairs(splits.train, config.data.encoding_errors, splits.train_lines):
         for sample, text in zip(samples, (src, trg)):
             if text:
@@ -234,8 +234,7 @@ def _token_store(config: Config, model_dir: Path, splits: Splits, src_tok: Subwo
     """The training split's token store: the one in ``model_dir`` if it was built from the same files
     with the same tokenizers and limits, else built now."""
     directory = model_dir / DATA_DIR / TRAIN_STORE
-    tokenizers = hashlib.sha256(src_tok.serialized + b"|" + trg_tok.serialized).hexdigest()
-    fingerprint = {"train": files_fingerprint(splits.train), "tokenizers": tokenizers,
+    fingerprint = {"train": files_fingerprint(splits.train), "tokenizers": tokenizers_digest(src_tok, trg_tok),
                    "max_src_tokens": config.data.max_src_tokens, "max_trg_tokens": config.data.max_trg_tokens,
                    "encoding_errors": config.data.encoding_errors}
     if config.train.guided_alignment:
@@ -261,19 +260,21 @@ def _build_store(config: Config, splits: Splits, src_tok: SubwordTokenizer, trg_
     chunk at a time, appending the kept ones to the store."""
     data = config.data
     counts = {"read": 0, "kept": 0, "empty": 0, "too_long": 0}
-    alignments = _word_alignments(config, splits)
+    guided = bool(config.train.guided_alignment)
+    pairs = iter_pairs(splits.train, data.encoding_errors, splits.train_lines)
+    # each pair with its word alignment (read in step with the text, kept pairs or not), or with None
+    items = zip(pairs, _word_alignments(config, splits), strict=True) if guided else ((pair, None) for pair in pairs)
     bar = counting_bar(splits.train_lines, "preparing", "pairs", show=bar_wanted(progress))
     with TokenStoreWriter(directory, max(src_tok.vocab_size, trg_tok.vocab_size),
-                          max(data.max_src_tokens, data.max_trg_tokens), with_links=alignments is not None) as writer:
-        for chunk in _chunks(iter_pairs(splits.train, data.encoding_errors, splits.train_lines), CHUNK_PAIRS):
-            src_ids = src_tok.encode_batch([src for src, _ in chunk])
-            trg_ids = trg_tok.encode_batch([trg for _, trg in chunk])
+                          max(data.max_src_tokens, data.max_trg_tokens), with_links=guided) as writer:
+        for chunk in chunks(items, CHUNK_PAIRS):
+            src_ids = src_tok.encode_batch([src for (src, _), _ in chunk])
+            trg_ids = trg_tok.encode_batch([trg for (_, trg), _ in chunk])
             usable = filter_pairs([len(s) for s in src_ids], [len(t) for t in trg_ids],
                                   data.max_src_tokens, data.max_trg_tokens)
             links = None
-            if alignments is not None:
-                words = [next(alignments) for _ in chunk]  # read in step with the text, kept pairs or not
-                links = [piece_links(words[i], chunk[i], src_tok.word_of_pieces(src_ids[i]),
+            if guided:
+                links = [piece_links(chunk[i][1], chunk[i][0], src_tok.word_of_pieces(src_ids[i]),
                                      trg_tok.word_of_pieces(trg_ids[i]), f"{config.train.guided_alignment}, line "
                                      f"{counts['read'] + i + 1}") for i in usable.kept]
             writer.add([src_ids[i] for i in usable.kept], [trg_ids[i] for i in usable.kept], links)
@@ -288,10 +289,8 @@ def _build_store(config: Config, splits: Splits, src_tok: SubwordTokenizer, trg_
         return writer.finish(fingerprint, counts)
 
 
-def _word_alignments(config: Config, splits: Splits) -> Iterator[GoldAlignment] | None:
+def _word_alignments(config: Config, splits: Splits) -> Iterator[GoldAlignment]:
     """The word alignments of ``train.guided_alignment``, one per training line (checked to be as many)."""
-    if not config.train.guided_alignment:
-        return None
     path = Path(config.train.guided_alignment)
     lines = count_lines(path)
     if lines != splits.train_lines:
@@ -324,11 +323,6 @@ def _summary(counts: dict[str, int], config: Config) -> str:
     if counts["empty"] or counts["too_long"]:
         summary += f" (limits: {config.data.max_src_tokens} source / {config.data.max_trg_tokens} target tokens)"
     return summary
-
-
-def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
 
 
 def _to_json(value: Any) -> str:
@@ -396,10 +390,9 @@ def finetune_config(config: Config, given: set[str], init_from: Path) -> Config:
     ``config`` sets explicitly (``given``, see ``config.given_keys``) to another value is a
     ConfigError naming it."""
     base = load_config_file(init_from)
-    contradictions = [f"{section}.{key}: {value!r} here, {getattr(getattr(base, section), key)!r} in {init_from}"
-                      for section in ("model", "vocab") for key, value in asdict(getattr(config, section)).items()
-                      if f"{section}.{key}" in given and f"{section}.{key}" not in FINETUNE_FREE_KEYS
-                      and getattr(getattr(base, section), key) != value]
+    contradictions = [f"{key}: {ours!r} here, {theirs!r} in {init_from}"
+                      for key, ours, theirs in model_differences(config, base)
+                      if key in given and key not in FINETUNE_FREE_KEYS]
     if contradictions:
         raise ConfigError("--init-from keeps the architecture and vocabulary of the model it starts from; the "
                           f"config contradicts it: {'; '.join(contradictions)}")
@@ -407,6 +400,12 @@ def finetune_config(config: Config, given: set[str], init_from: Path) -> Config:
     if "model.dropout" in given:
         model = replace(model, dropout=config.model.dropout)
     return replace(config, model=model, vocab=base.vocab).validate()
+
+
+def model_differences(config: Config, other: Config) -> list[tuple[str, Any, Any]]:
+    """(section.key, value in ``config``, value in ``other``) of the model and vocab settings that differ."""
+    return [(f"{section}.{key}", value, getattr(getattr(other, section), key)) for section in ("model", "vocab")
+            for key, value in asdict(getattr(config, section)).items() if getattr(getattr(other, section), key) != value]
 
 
 def check_model_dir(model_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -421,10 +420,7 @@ def check_model_dir(model_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def check_same_model(config: Config, model_dir: Path) -> None:
     """--resume must rebuild the same model and tokenizers as the run it continues."""
-    saved = load_config_file(model_dir)
-    changed = [f"{section}.{key}" for section in ("model", "vocab")
-               for key, value in getattr(config, section).__dict__.items()
-               if getattr(getattr(saved, section), key) != value]
+    changed = [key for key, _, _ in model_differences(config, load_config_file(model_dir))]
     if changed:
         raise TrainingError(f"cannot resume: {', '.join(changed)} differ from {model_dir / CONFIG_FILE}; "
                             "the model and vocab settings must stay as they were")

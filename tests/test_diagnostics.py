@@ -1,0 +1,86 @@
+"""Diagnostics read off attention: coverage, omission and repetition flags, entropy, </s> mass, on
+hand-made matrices and on translations through every way users get them."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attnmt.errors import NoAttentionError
+from attnmt.explain.diagnostics import OMISSION_BELOW, diagnose_matrix
+from attnmt.translator import Translator
+
+
+def matrix(rows: list[list[float]]) -> np.ndarray:
+    """A word-level attention matrix; the last row is </s>'s, the last column the source </s>."""
+    return np.asarray(rows, dtype=float)
+
+
+SRC, TRG = ["ein", "roter", "Ball"], ["a", "red", "ball"]
+
+
+def test_coverage_is_the_attention_each_source_word_received_from_the_target_words():
+    attention = matrix([[0.7, 0.2, 0.0, 0.1],
+                        [0.1, 0.8, 0.1, 0.0],
+                        [0.0, 0.1, 0.9, 0.0],
+                        [0.0, 0.0, 0.0, 1.0]])  # the </s> row is not counted
+    found = diagnose_matrix(attention, SRC, TRG)
+    assert found.coverage == pytest.approx([0.8, 1.1, 1.0])
+    assert found.eos_mass == pytest.approx([0.1, 0.0, 0.0])
+    assert found.entropy[1] == pytest.approx(-(0.1 * math.log(0.1) * 2 + 0.8 * math.log(0.8)))
+    assert found.entropy[2] == pytest.approx(-(0.1 * math.log(0.1) + 0.9 * math.log(0.9)))
+    assert not found.flagged and found.omitted == [] and found.over_attended == []
+
+
+def test_a_source_word_nobody_looked_at_is_flagged_as_a_possible_omission():
+    attention = matrix([[0.9, 0.05, 0.05, 0.0],  # "roter" is left out: the output is "a ball"
+                        [0.1, 0.05, 0.85, 0.0],
+                        [0.0, 0.0, 0.0, 1.0]])
+    found = diagnose_matrix(attention, SRC, ["a", "ball"])
+    assert found.coverage[1] == pytest.approx(0.1) and found.coverage[1] < OMISSION_BELOW
+    assert found.omitted == [1] and found.over_attended == [] and found.flagged
+
+
+def test_a_source_word_translated_again_and_again_is_flagged_as_over_attended():
+    rows = [[0.0, 0.95, 0.0, 0.05]] * 4 + [[0.0, 0.05, 0.9, 0.05], [0.0, 0.0, 0.0, 1.0]]  # "red red red red ball"
+    found = diagnose_matrix(matrix(rows), SRC, ["red"] * 4 + ["ball"])
+    assert found.coverage == pytest.approx([0.0, 3.85, 0.9])
+    assert found.over_attended == [1] and found.omitted == [0]  # and "ein" got nothing: nobody wrote "a"
+    assert found.mean_eos_mass == pytest.approx(0.05)
+
+
+def test_thresholds_can_be_chosen_and_shapes_are_checked():
+    attention = matrix([[0.5, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert diagnose_matrix(attention, SRC, ["x"], omission_below=0.25).omitted == [2]
+    assert diagnose_matrix(attention, SRC, ["x"], omission_below=0.4).omitted == [1, 2]
+    with pytest.raises(ValueError, match="the words give"):
+        diagnose_matrix(attention, SRC, ["x", "y"])
+
+
+def test_translations_carry_their_diagnostics_and_the_cli_writes_one_json_line_per_input_line(toy_model_dir, tmp_path):
+    translator = Translator.load(toy_model_dir)
+    first, empty = translator.translate(["one two three", "  "], beam=3)
+    diagnostics = first.diagnostics
+    assert diagnostics.src_words == ["one", "two", "three"] and len(diagnostics.entropy) == len(first.text.split())
+    assert sum(diagnostics.coverage) + sum(diagnostics.eos_mass) == pytest.approx(len(first.text.split()), abs=1e-4)
+    assert empty.diagnostics.coverage == [] and not empty.diagnostics.flagged
+    source = tmp_path / "in.en"
+    source.write_text("one two three\n\nfour five\n", encoding="utf-8")
+    completed = subprocess.run([sys.executable, "-m", "attnmt", "translate", str(toy_model_dir), "-i", str(source),
+                                "--beam", "3", "--diagnostics", str(tmp_path / "diag.jsonl")],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    lines = [json.loads(line) for line in (tmp_path / "diag.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 3 and lines[1]["src_words"] == [] and lines[2]["src_words"] == ["four", "five"]
+    assert lines[0]["coverage"] == pytest.approx(diagnostics.coverage, abs=1e-4)
+
+
+def test_a_model_without_attention_has_no_diagnostics(toy_none_model_dir):
+    translation = Translator.load(toy_none_model_dir).translate(["one two"])[0]
+    with pytest.raises(NoAttentionError):
+        translation.diagnostics
