@@ -11,7 +11,11 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -114,3 +118,64 @@ def matmul_gflops(threads: int, dtype=None, size: int = 2048, seconds: float = 3
 def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+@dataclass
+class Measured:
+    """A finished command with its wall-clock seconds and peak memory (KiB)."""
+
+    returncode: int
+    seconds: float
+    peak_rss: int  # VmHWM: resident memory, mapped files included
+    peak_rss_anon: int  # the largest RssAnon seen: memory the process allocated itself
+    stdout: str
+    stderr: str
+    marks: dict  # seconds after the start at which stderr first showed each of ``watch``'s strings
+
+
+def run_measured(command: list[str], watch: tuple[str, ...] = (), interval: float = 0.05, **options) -> Measured:
+    """Run ``command``, sampling its /proc status every ``interval`` s for the peak RssAnon (the kernel
+    keeps only the peak of the whole RSS, VmHWM), and noting when each string of ``watch`` first
+    appears on its stderr (e.g. the first training log line)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options)
+    peak = {"VmHWM": 0, "RssAnon": 0}
+    stderr_lines: list[str] = []
+    marks: dict[str, float] = {}
+
+    def sample() -> None:
+        while process.poll() is None:
+            try:
+                status = proc_status_kib(process.pid)
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            for key in peak:
+                peak[key] = max(peak[key], status.get(key, 0))
+            time.sleep(interval)
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            stderr_lines.append(line)
+            for text in watch:
+                if text in line and text not in marks:
+                    marks[text] = time.perf_counter() - started
+
+    threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
+    for thread in threads:
+        thread.start()
+    stdout = process.stdout.read()
+    process.wait()
+    for thread in threads:
+        thread.join()
+    return Measured(process.returncode, time.perf_counter() - started, peak["VmHWM"], peak["RssAnon"], stdout,
+                    "".join(stderr_lines), marks)
+
+
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How a benchmark was run, for its result file: ``python benchmarks/SCRIPT ARGS``."""
+    return f"python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def attnmt_command(*args: str) -> list[str]:
+    """``python -m attnmt ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "attnmt", *args]

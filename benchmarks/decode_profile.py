@@ -1,6 +1,7 @@
 """Where decoding time goes: the work a search does, the rate it does it at, and a profile.
 
     python benchmarks/decode_profile.py MODEL_DIR --src test.en [--beam 5] [--precision fp32] [--profile]
+    python benchmarks/decode_profile.py MODEL_DIR --src test.en --batch-size 1 --python-profile   # as the server decodes
 
 Counts what the search asks of the model — decoder steps, hypothesis rows per step (every live
 hypothesis of every sentence still searched), source tokens encoded — and turns them into
@@ -8,7 +9,9 @@ multiply-adds with ``Seq2Seq.multiply_adds``: the arithmetic the search needed, 
 Achieved GFLOP/s against this machine's measured matrix-multiply rate says how much of the time goes
 to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for.
 ``--profile`` adds a ``torch.profiler`` table of the operators that take the time (a second pass:
-profiling slows the run down).
+profiling slows the run down); ``--python-profile`` a cProfile table of the Python functions by their
+own time (tokenization, search bookkeeping, tensor calls), the fixed costs that dominate short outputs
+and batches of one sentence (``--batch-size 1``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "int8"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table")
+    parser.add_argument("--batch-size", type=int, default=0, help="sentences per batch; 0: the model's decode.batch_size")
+    parser.add_argument("--python-profile", action="store_true", help="also print a cProfile table (own time)")
     parser.add_argument("--no-ceiling", action="store_true", help="do not measure the matrix-multiply rate")
     parser.add_argument("--out", type=Path, default=RESULTS / "decode_profile.json",
                         help="write the figures as JSON here (default docs/results/decode_profile.json)")
@@ -77,13 +82,17 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     sources = read_lines(args.src)
     translator = Translator.load(args.model_dir, precision=args.precision)
+    if args.batch_size:
+        translator.config.decode.batch_size = args.batch_size
     translator.translate(sources[:32], beam=args.beam)  # warm-up, before the counting starts
     counter = SearchCounter(translator.model)
-    _, seconds = timed_translation(translator, sources, args.beam, warmup=0)
+    outputs, seconds = timed_translation(translator, sources, args.beam, warmup=0)
     shape = Seq2Seq.from_config(translator.config.model, translator.src_tokenizer.vocab_size,
                                 translator.trg_tokenizer.vocab_size)
     report = {"model_dir": str(args.model_dir), "beam": args.beam, "precision": args.precision,
-              "threads": torch.get_num_threads(), **counter.summary(shape, seconds)}
+              "batch_size": translator.config.decode.batch_size, "threads": torch.get_num_threads(),
+              "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / max(len(outputs), 1), 2),
+              **counter.summary(shape, seconds)}
     if not args.no_ceiling:
         dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
         report["matmul_gflops"] = round(matmul_gflops(torch.get_num_threads(), dtype), 1)
@@ -97,6 +106,17 @@ def main(argv: list[str] | None = None) -> dict:
         table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
         print(table)
         report["profile"] = table
+    if args.python_profile:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.runcall(translator.translate, sources, beam=args.beam)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        print(text.getvalue())
+        report["python_profile"] = text.getvalue()
     write_json(args.out, report)
     return report
 

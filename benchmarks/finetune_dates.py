@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, machine, write_json
+from common import REPO, RESULTS, command_line, machine, write_json
 
 from attnmt.apps.quickstart import quickstart_config
 from attnmt.data.corpus import read_lines
@@ -48,16 +48,16 @@ def accuracy(model_dir: Path, prefix: Path) -> float:
     return round(100 * exact_match(outputs, references), 2)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("runs/finetune_dates"))
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "finetune_dates")
     parser.add_argument("--out", type=Path, default=RESULTS / "finetune_dates.json")
     parser.add_argument("--base-seconds", type=float, default=90.0, help="training time of the base model")
     parser.add_argument("--italian-pairs", type=int, default=300)
     parser.add_argument("--tune-steps", type=int, default=150)
     parser.add_argument("--tune-learning-rate", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     others = tuple(locale for locale in DEFAULT_LOCALES if locale != HELD_OUT)
     # The same seed and split sizes give both corpora the same held-out dates: no Italian training
@@ -85,7 +85,7 @@ def main() -> None:
     seconds = {name: round(run(command), 1) for name, command in commands.items()}
     result = {
         "machine": machine(),
-        "command": "python benchmarks/finetune_dates.py " + " ".join(sys.argv[1:]),
+        "command": command_line("finetune_dates.py", argv),
         "commands": {name: "attnmt " + " ".join(command) for name, command in commands.items()},
         "held_out_locale": HELD_OUT,
         "other_locales": list(others),

@@ -114,7 +114,6 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32", help="decoding precisions to score, e.g. fp32,bf16,int8")
     args = parser.parse_args()
 
-    import torch
 
     from attnmt.config import load_config
     from attnmt.data.corpus import read_lines

@@ -14,10 +14,10 @@ cased and lowercased sacreBLEU, chrF2, sentences/s. Writes ``--out`` and its Mar
 from __future__ import annotations
 
 import argparse
-import sys
+import shutil
 from pathlib import Path
 
-from common import RESULTS, machine, multi30k_dir, timed_translation, write_json
+from common import REPO, RESULTS, command_line, machine, multi30k_dir, timed_translation, write_json
 
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
@@ -56,14 +56,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dirs", type=Path, nargs="+")
     parser.add_argument("--average-last", default="3", help="K values to average, e.g. 2,3,5")
     parser.add_argument("--data", type=Path, default=multi30k_dir())
-    parser.add_argument("--work", type=Path, default=Path("runs/multi30k_variants"))
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "multi30k_variants")
     parser.add_argument("--out", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = load_config_file(args.model_dirs[0])
     src, trg = config.data.src_lang, config.data.trg_lang
     out = args.out or RESULTS / f"multi30k_{src}_{trg}_variants.json"
@@ -77,8 +77,8 @@ def main() -> None:
             if len(kept_checkpoints(model_dir)) < k:
                 continue
             averaged = args.work / f"{model_dir.name}_avg{k}"
-            if not averaged.exists():
-                average_models([model_dir], averaged, last=k)
+            shutil.rmtree(averaged, ignore_errors=True)  # never an average left from other checkpoints
+            average_models([model_dir], averaged, last=k)
             candidates.append(evaluate(f"{model_dir.name}, average of the last {k}", averaged, [], data))
         variants += candidates
         best = max(candidates, key=lambda v: v["val_beam5"]["bleu"])  # chosen on val
@@ -87,7 +87,7 @@ def main() -> None:
         names = " + ".join(path.name for path in chosen[:size])
         variants.append(evaluate(f"ensemble of {size}: {names}", chosen[0], chosen[1:size], data))
 
-    report = {"machine": machine(), "command": "python benchmarks/multi30k_variants.py " + " ".join(sys.argv[1:]),
+    report = {"machine": machine(), "command": command_line("multi30k_variants.py", argv),
               "direction": f"{src}→{trg}", "variants": variants}
     write_json(out, report)
     out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")

@@ -40,6 +40,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -87,7 +88,7 @@ def batch_tokens_for(data, sentences: int) -> int:
 
     def mean_sentences(budget: int) -> float:
         batches = token_batches(data.train_src_lengths, data.train_trg_lengths, budget, shuffle=True, seed=1, epoch=0)
-        return len(data.train_src) / len(batches)
+        return data.n_train_pairs / len(batches)
 
     low, high = 100, 10_000
     while high - low > 10:
@@ -128,19 +129,33 @@ def describe_model(model_dir: Path) -> dict:
             "best_valid_bleu": _best_valid_bleu(model_dir)}
 
 
+def decode_key(result: dict) -> str:
+    return f"beam{result['beam']}-{result['precision']}" + ("-shortlist" if result.get("shortlist") else "")
+
+
+def build_shortlist(model_dir: Path, data: Path, k: int, frequent: int) -> None:
+    """``attnmt shortlist`` from the training data (the model's own alignments)."""
+    completed = subprocess.run([sys.executable, "-m", "attnmt", "shortlist", str(model_dir), "--src",
+                                str(data / "train.en.gz"), "--trg", str(data / "train.de.gz"), "--k", str(k),
+                                "--frequent", str(frequent)], capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.exit(f"attnmt shortlist failed: {completed.stderr[-2000:]}")
+
+
 def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, precision: str,
-                  max_output_length: int | None = None) -> dict:
+                  max_output_length: int | None = None, shortlist: bool = False) -> dict:
     """``max_output_length``: a fixed limit of output tokens, as Joey NMT's ``testing.max_output_length``
-    (None: attnmt's own, proportional to the source)."""
+    (None: attnmt's own, proportional to the source). ``shortlist``: decode with the model's shortlist."""
     from attnmt.translator import Translator
 
     torch.set_num_threads(threads)
-    translator = Translator.load(model_dir, precision=precision)
+    translator = Translator.load(model_dir, precision=precision, shortlist=shortlist)
     if max_output_length is not None:
         translator.config.decode = replace(translator.config.decode, max_length_ratio=0.0,
                                            max_length_extra=max_output_length)
     outputs, seconds = timed_translation(translator, sources, beam)
-    return {"beam": beam, "precision": precision, "sentences_per_second": round(len(sources) / seconds, 1),
+    return {"beam": beam, "precision": precision, "shortlist": shortlist,
+            "sentences_per_second": round(len(sources) / seconds, 1),
             "target_tokens_per_second": round(sum(len(t.tokens) + 1 for t in outputs) / seconds),
             "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / len(outputs), 1),
             "outputs": [t.text for t in outputs]}
@@ -232,10 +247,9 @@ def markdown(report: dict) -> str:
             lines.append(f"| Joey NMT, {search_name(d['beam'])} | "
                          f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | {d.get('bleu')} | |")
     for d in report["decode"]:
-        key = f"beam{d['beam']}-{d['precision']}"
-        ratio = report.get("ratios", {}).get("decode", {}).get(key)
+        ratio = report.get("ratios", {}).get("decode", {}).get(decode_key(d))
         same = d.get("same_as_joey")
-        lines.append(f"| attnmt, {search_name(d['beam'])}, {d['precision']} | "
+        lines.append(f"| attnmt, {search_name(d['beam'])}, {d['precision']}{', shortlist' if d.get('shortlist') else ''} | "
                      f"{d['sentences_per_second']} | {'' if ratio is None else f'{ratio:.2f}'} | "
                      f"{d['mean_output_words']} | {d['bleu']} | {'' if same is None else f'{same:.1%}'} |")
     if report.get("decode_model"):
@@ -253,6 +267,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=multi30k_dir(), help="Multi30k (default $ATTNMT_DATA/multi30k)")
     parser.add_argument("--train-seconds", type=float, default=180)
     parser.add_argument("--joey-seconds", type=int, default=600, help="Joey NMT's training time, for its tokens/s")
+    parser.add_argument("--decode-train-precision", default="bf16", choices=["fp32", "bf16"],
+                        help="how the decode model trains (bf16 on CPUs with AVX-512 BF16 or AMX, else fp32)")
+    parser.add_argument("--decode-shortlist", action="store_true",
+                        help="also decode with a shortlist built from the training data (attnmt shortlist)")
+    parser.add_argument("--shortlist-k", type=int, default=50)
+    parser.add_argument("--shortlist-frequent", type=int, default=100)
+    parser.add_argument("--decode-precisions", default="fp32,bf16,int8",
+                        help="attnmt's decoding precisions (bf16 is emulated, and slow, without AVX-512 BF16 or AMX)")
     parser.add_argument("--decode-train-seconds", type=float, default=1200,
                         help="training time of the model both toolkits decode")
     parser.add_argument("--decode-only", action="store_true", help="measure decoding only (no training runs)")
@@ -285,7 +307,8 @@ def main() -> None:
     # The data once, to size the batches like Joey's and to count source tokens per target token.
     probe = attnmt_config(args.data, True, "fp32", args.threads, 1, 1000)
     data = prepare_data(probe, args.work / "probe", log=lambda message: None)
-    src_per_trg = (sum(data.train_src_lengths) + len(data.train_src)) / (sum(data.train_trg_lengths) + len(data.train_trg))
+    pairs = data.n_train_pairs  # lengths + 1: the </s> of each side
+    src_per_trg = (int(data.train_src_lengths.sum(dtype=np.int64)) + pairs) / (int(data.train_trg_lengths.sum(dtype=np.int64)) + pairs)
     joey_batch = batch_tokens_for(data, JOEY_BATCH_SENTENCES)
     report["src_tokens_per_trg_token"] = round(src_per_trg, 3)
     vocab = data.src_tokenizer.vocab_size
@@ -314,7 +337,7 @@ def main() -> None:
         flops = model.train_flops_per_target_token(src_per_trg)
         batches = token_batches(data.train_src_lengths, data.train_trg_lengths, batch_tokens, shuffle=True, seed=1, epoch=0)
         result.update(flops_per_target_token=round(flops / 1e6, 1),
-                      sentences_per_batch=len(data.train_src) / len(batches),
+                      sentences_per_batch=data.n_train_pairs / len(batches),
                       gflops=result["tokens_per_second"] * flops / 1e9)
         result["fraction_of_fp32_peak"] = result["gflops"] / report["ceiling_fp32"]
         result["fraction_of_bf16_peak"] = result["gflops"] / report["ceiling_bf16"]
@@ -325,7 +348,8 @@ def main() -> None:
     if args.decode_model:
         report["decode_model"] = describe_model(args.decode_model)
     else:
-        report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, "bf16", args.threads,
+        report["decode_model"] = train_attnmt(args.data, args.work, "decode-model", True, args.decode_train_precision,
+                                              args.threads,
                                               args.decode_train_seconds, 2000, extra=JOEY_ARCHITECTURE)
     print("attnmt decode model:", report["decode_model"], flush=True)
     model_dir = Path(report["decode_model"]["model_dir"])
@@ -343,21 +367,24 @@ def main() -> None:
                 result["bleu"] = bleu(joey_outputs[beam], references)
             report["joey_decode"].append(result)
             print("joey decoding:", result, flush=True)
+    if args.decode_shortlist:
+        build_shortlist(model_dir, args.data, args.shortlist_k, args.shortlist_frequent)
     report["decode"] = []
     for beam in (1, 5):
-        for precision in ("fp32", "bf16", "int8"):
-            result = decode_attnmt(model_dir, sources, beam, args.threads, precision, length_limit)
-            outputs = result.pop("outputs")
-            result["bleu"] = bleu(outputs, references)
-            result["same_as_joey"] = same_outputs(outputs, joey_outputs.get(beam, []))
-            report["decode"].append(result)
-            print("attnmt decoding:", result, flush=True)
+        for precision in args.decode_precisions.split(","):
+            for shortlist in (False, True) if args.decode_shortlist else (False,):
+                result = decode_attnmt(model_dir, sources, beam, args.threads, precision, length_limit, shortlist)
+                outputs = result.pop("outputs")
+                result["bleu"] = bleu(outputs, references)
+                result["same_as_joey"] = same_outputs(outputs, joey_outputs.get(beam, []))
+                report["decode"].append(result)
+                print("attnmt decoding:", result, flush=True)
 
     joey_rate = report["joey"].get("tokens_per_second")
     joey_decode = {d["beam"]: d.get("sentences_per_second") for d in report["joey_decode"]}
     report["ratios"] = {
         "train": {r["name"]: round(r["tokens_per_second"] / joey_rate, 2) for r in report["train"]} if joey_rate else {},
-        "decode": {f"beam{d['beam']}-{d['precision']}": round(d["sentences_per_second"] / joey_decode[d["beam"]], 2)
+        "decode": {decode_key(d): round(d["sentences_per_second"] / joey_decode[d["beam"]], 2)
                    for d in report["decode"] if joey_decode.get(d["beam"])},
     }
     print("ratios:", json.dumps(report["ratios"], indent=1))

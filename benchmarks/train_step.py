@@ -38,7 +38,8 @@ def main() -> None:
 
     import torch
 
-    from attnmt.training import loop as training
+    from attnmt.training import loop as training  # trees from d6aab0d on (the training/ package)
+    from attnmt.training.prepare import prepare_data
     from attnmt.config import load_config
     from attnmt.data.batching import collate, token_batches
     from attnmt.model import Seq2Seq
@@ -51,7 +52,9 @@ def main() -> None:
     if not data_cache.exists():
         data = prepare_data(load_config(None, overrides), args.work / "tokenizer", log=lambda message: None)
         args.work.mkdir(parents=True, exist_ok=True)
-        data_cache.write_bytes(pickle.dumps((data.train_src, data.train_trg, data.src_tokenizer.vocab_size)))
+        pairs = range(data.n_train_pairs)
+        src, trg = [data.train.src(i).tolist() for i in pairs], [data.train.trg(i).tolist() for i in pairs]
+        data_cache.write_bytes(pickle.dumps((src, trg, data.src_tokenizer.vocab_size)))
     src_ids, trg_ids, vocab_size = pickle.loads(data_cache.read_bytes())
     epoch = token_batches([len(s) for s in src_ids], [len(t) for t in trg_ids], args.batch_tokens, shuffle=True,
                           seed=1, epoch=0)

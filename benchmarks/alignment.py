@@ -1,0 +1,132 @@
+"""Alignment error rate against human gold alignments: eflomal and attnmt's attention, on the same data.
+
+    python benchmarks/alignment.py runs/multi30k/en_fr_s43 runs/multi30k/en_fr_s43_guided
+
+Gold: the English–French Hansards sentences of ``$ATTNMT_DATA/align`` (147 pairs, 0-indexed links,
+``i-j`` sure and ``ipj`` possible; see its README). Out of domain for Multi30k's image captions, and
+pre-tokenized and lowercased, as distributed: both aligners see them as they are.
+
+- eflomal (``attnmt eflomal``): both directions on Multi30k en–fr train plus the gold sentences
+  appended (the usual transductive setting: aligners are run on the text they align; the gold links
+  are never used), symmetrised with grow-diag-final-and;
+- each attnmt model given (en→fr, trained on the same text: Multi30k train with the gold sentences'
+  text appended, the gold links never used; e.g. without and with ``train.guided_alignment``, whose
+  training alignments are that same eflomal run's, gold sentences included): forced decoding of each
+  gold pair, each target piece linked to the source piece it attends to most, two words linked if
+  any of their pieces are, ``</s>`` excluded; the attention read from the decoder step that writes
+  the piece (Luong attention comes from hₜ, the state that emits yₜ) or from the step after it
+  (``shift``, Chen et al. 2020), and with only the links that are the argmax both ways; and, for
+  comparison, ``attnmt align``'s default (pieces' attention merged into words, then one link per
+  target word);
+- the BLEU of each model on test_2016_flickr (beam 5, cased and lowercased).
+
+AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|); precision counts against sure and possible links, recall
+against sure links only. Writes ``--out`` (default docs/results/alignment_en_fr.json) and its Markdown twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+from pathlib import Path
+
+from common import (
+    REPO,
+    RESULTS,
+    attnmt_command,
+    command_line,
+    data_dir,
+    machine,
+    multi30k_dir,
+    timed_translation,
+    write_json,
+)
+
+from attnmt.data.alignments import read_alignments
+from attnmt.data.corpus import read_lines
+from attnmt.evaluate import score_corpus
+from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
+from attnmt.translator import Translator
+
+READINGS = {  # how links are read off attention (Translator.align); pieces linked first, words by any piece
+    "the step that writes the word": {"by_pieces": True},
+    "the step after it (shift)": {"shift": True, "by_pieces": True},
+    "argmax both ways": {"both_ways": True, "by_pieces": True},
+    "argmax both ways, shifted": {"shift": True, "both_ways": True, "by_pieces": True},
+    "word-level attention (attnmt align's default)": {},
+}
+
+
+def score(links, gold) -> dict:
+    result = alignment_error_rate(links, gold)
+    return {"aer": round(100 * result.aer, 2), "precision": round(100 * result.precision, 2),
+            "recall": round(100 * result.recall, 2), "links": result.links}
+
+
+def eflomal_score(config: Path, multi30k: Path, gold_src: Path, gold_trg: Path, gold) -> dict:
+    with tempfile.TemporaryDirectory() as work:
+        out, extra = Path(work) / "train.align", Path(work) / "gold.align"
+        command = attnmt_command("eflomal", str(config), "--set", f"data.train={multi30k}/train", "--set",
+                                 f"data.valid={multi30k}/val", "--out", str(out), "--extra-src", str(gold_src),
+                                 "--extra-trg", str(gold_trg), "--extra-out", str(extra))
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            raise SystemExit(f"attnmt eflomal failed:\n{finished.stderr[-3000:]}")
+        links = [sorted(alignment.possible) for alignment in read_alignments(extra)]
+    return {"system": "eflomal, grow-diag-final-and", **score(links, gold)}
+
+
+def model_scores(model_dir: Path, sources: list[str], targets: list[str], gold, multi30k: Path) -> list[dict]:
+    translator = Translator.load(model_dir)
+    src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
+    test_src, test_ref = read_lines(multi30k / f"test_2016_flickr.{src}.gz"), read_lines(multi30k / f"test_2016_flickr.{trg}.gz")
+    outputs, _ = timed_translation(translator, test_src, beam=5)
+    bleu = score_corpus([t.text for t in outputs], test_ref, metrics=("bleu",))[0].value
+    bleu_lc = score_corpus([t.text for t in outputs], test_ref, metrics=("bleu",), lowercase=True)[0].value
+    guided = bool(translator.config.train.guided_alignment)
+    rows = []
+    for reading, options in READINGS.items():
+        links = [a.links for a in translator.align(sources, targets, **options)]
+        rows.append({"system": f"attnmt {model_dir.name}{' (guided alignment)' if guided else ''}, {reading}",
+                     "model": str(model_dir), **score(links, gold),
+                     "test_bleu_beam5": round(bleu, 2), "test_bleu_beam5_lowercased": round(bleu_lc, 2)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Machine: {report['machine']['cpu']}. Command: `{report['command']}`", "",
+             "| system | AER | precision | recall | links | test_2016_flickr BLEU beam 5, cased / lc |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for row in report["systems"]:
+        bleu = f"{row['test_bleu_beam5']} / {row['test_bleu_beam5_lowercased']}" if "test_bleu_beam5" in row else ""
+        lines.append(f"| {row['system']} | {row['aer']} | {row['precision']} | {row['recall']} | {row['links']} | {bleu} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dirs", type=Path, nargs="*", help="en→fr attnmt models")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "multi30k_en_fr.yaml")
+    parser.add_argument("--gold", type=Path, default=data_dir() / "align" / "hansards_enfr.dev")
+    parser.add_argument("--data", type=Path, default=multi30k_dir())
+    parser.add_argument("--out", type=Path, default=RESULTS / "alignment_en_fr.json")
+    args = parser.parse_args(argv)
+    gold_src, gold_trg = Path(f"{args.gold}.en"), Path(f"{args.gold}.fr")
+    gold = read_alignments(f"{args.gold}.gold")
+    sources, targets = read_lines(gold_src), read_lines(gold_trg)
+    check_gold_fits(gold, [len(s.split()) for s in sources], [len(t.split()) for t in targets], f"{args.gold}.gold")
+    systems = [eflomal_score(args.config, args.data, gold_src, gold_trg, gold)]
+    print(systems[0], flush=True)
+    for model_dir in args.model_dirs:
+        systems += model_scores(model_dir, sources, targets, gold, args.data)
+    report = {"machine": machine(), "command": command_line("alignment.py", argv),
+              "gold": str(args.gold), "sentences": len(gold), "systems": systems}
+    write_json(args.out, report)
+    args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

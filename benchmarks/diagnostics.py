@@ -1,0 +1,259 @@
+"""Do the attention diagnostics mean something? Three measurements on Multi30k with one model.
+
+    python benchmarks/diagnostics.py runs/multi30k/en_de_s42 --out docs/results/diagnostics_en_de.json
+
+1. Controlled omissions and repetitions. Each reference is force-decoded (``Translator.align``: the
+   model's own word alignment of it); one source word that has letters or digits (not a punctuation
+   token) and whose aligned target words form one contiguous span is chosen at random (seeded).
+   *Omission*: the span is deleted from the reference and the shortened reference force-decoded; the
+   omission flags should point at exactly the source words whose translation was removed (those all
+   of whose aligned target words were deleted). *Repetition*: the span is repeated right after
+   itself; the over-attention flags should point at the source words all of whose aligned target
+   words lie in the span. Precision and recall, summed over sentences, for a range of thresholds; each
+   default is the threshold with the best F1 on val, and test is scored at it. As a baseline, the
+   flags the unchanged references raise (every one of them a false positive of the test).
+2. Free translations (beam 5, flags at the thresholds chosen on val): BLEU and chrF of the sentences
+   with a flag against those without.
+3. The signals as detectors of bad translations (sentence chrF below ``--bad-chrf``): the AUROC of
+   the smallest coverage, the largest coverage, the number of flagged words, the mean entropy, the
+   mean attention on </s>, beside that of the log-probability per token (Guerreiro et al. 2023's
+   strongest baseline). An AUROC of 0.5 is chance; each signal is oriented so that larger means worse.
+
+Writes ``--out``, its Markdown twin and a figure (``.png``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, command_line, machine, multi30k_dir, write_json
+
+from attnmt.data.corpus import read_lines
+from attnmt.evaluate import score_corpus
+from attnmt.explain.alignment import WordAlignment
+from attnmt.explain.diagnostics import OMISSION_BELOW, REPETITION_ABOVE, diagnose, diagnose_matrix
+from attnmt.translator import Translator
+
+OMISSION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
+REPETITION_THRESHOLDS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5)
+KINDS = {"omission": OMISSION_THRESHOLDS, "repetition": REPETITION_THRESHOLDS}
+
+
+def controlled_cases(full: list[WordAlignment], sources: list[str], references: list[str], kind: str,
+                     seed: int) -> list[dict]:
+    """For each pair, a changed reference (``kind``: one aligned span deleted, or repeated) and the
+    source words the change concerns."""
+    rng = random.Random(seed)
+    cases = []
+    for index, (source, reference, alignment) in enumerate(zip(sources, references, full)):
+        src_words, trg_words = source.split(), reference.split()
+        by_source: dict[int, list[int]] = {}
+        for s, t in alignment.links:
+            by_source.setdefault(s, []).append(t)
+        candidates = [s for s, targets in sorted(by_source.items())
+                      if any(character.isalnum() for character in src_words[s])
+                      and sorted(targets) == list(range(min(targets), max(targets) + 1))
+                      and len(targets) < len(trg_words)]
+        if not candidates:
+            continue
+        chosen = rng.choice(candidates)
+        span = sorted(by_source[chosen])
+        affected = sorted(s for s, targets in by_source.items() if set(targets) <= set(span))
+        if kind == "omission":
+            changed = trg_words[: span[0]] + trg_words[span[-1] + 1 :]
+        else:
+            changed = trg_words[: span[-1] + 1] + trg_words[span[0] : span[-1] + 1] + trg_words[span[-1] + 1 :]
+        cases.append({"index": index, "source": source, "reference": reference, "changed": " ".join(changed),
+                      "affected": affected})
+    return cases
+
+
+def flags(alignment: WordAlignment, kind: str, threshold: float) -> set[int]:
+    if kind == "omission":
+        found = diagnose_matrix(alignment.attention, alignment.src_words, alignment.trg_words, omission_below=threshold)
+        return set(found.omitted)
+    found = diagnose_matrix(alignment.attention, alignment.src_words, alignment.trg_words, repetition_above=threshold)
+    return set(found.over_attended)
+
+
+def score_controlled(translator: Translator, full: list[WordAlignment], cases: list[dict], kind: str) -> dict:
+    """Precision and recall of ``kind``'s flags at each threshold on the changed references, and the
+    flags the unchanged references raise (per sentence)."""
+    changed = translator.align([c["source"] for c in cases], [c["changed"] for c in cases])
+    result = {}
+    for threshold in KINDS[kind]:
+        hits = flagged = affected = baseline = 0
+        for case, alignment in zip(cases, changed):
+            raised, wanted = flags(alignment, kind, threshold), set(case["affected"])
+            hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
+            baseline += len(flags(full[case["index"]], kind, threshold))
+        precision, recall = hits / max(flagged, 1), hits / max(affected, 1)
+        result[str(threshold)] = {"precision": round(precision, 3), "recall": round(recall, 3),
+                                  "f1": round(2 * precision * recall / max(precision + recall, 1e-9), 3),
+                                  "flags_per_unchanged_reference": round(baseline / max(len(cases), 1), 3)}
+    return {"sentences": len(cases), "thresholds": result}
+
+
+def auroc(scores: list[float], labels: list[bool]) -> float:
+    """The probability that a random positive scores above a random negative (ties count half)."""
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    values = np.asarray(scores)[order]
+    position = 0
+    while position < len(values):  # average ranks over ties
+        end = position
+        while end + 1 < len(values) and values[end + 1] == values[position]:
+            end += 1
+        ranks[order[position : end + 1]] = (position + end) / 2 + 1
+        position = end + 1
+    positives = np.asarray(labels, dtype=bool)
+    n_pos, n_neg = positives.sum(), (~positives).sum()
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def free_translations(translator: Translator, sources: list[str], references: list[str], bad_chrf: float,
+                      thresholds: dict[str, float]) -> dict:
+    from sacrebleu.metrics import CHRF
+
+    translations = translator.translate(sources, beam=5)
+    diagnostics = [diagnose(t, thresholds["omission"], thresholds["repetition"]) for t in translations]
+    outputs = [t.text for t in translations]
+    flagged = [i for i, d in enumerate(diagnostics) if d.flagged]
+    unflagged = sorted(set(range(len(sources))) - set(flagged))
+
+    def corpus(indices: list[int]) -> dict:
+        if not indices:
+            return {"sentences": 0}
+        bleu, chrf = score_corpus([outputs[i] for i in indices], [references[i] for i in indices])
+        return {"sentences": len(indices), "bleu": round(bleu.value, 2), "chrf": round(chrf.value, 2)}
+
+    chrf = CHRF()
+    sentence_chrf = [chrf.sentence_score(o, [r]).score for o, r in zip(outputs, references)]
+    bad = [score < bad_chrf for score in sentence_chrf]
+    signals = {
+        "smallest coverage (lower: worse)": [-min(d.coverage, default=1.0) for d in diagnostics],
+        "largest coverage": [max(d.coverage, default=1.0) for d in diagnostics],
+        "flagged words": [len(d.omitted) + len(d.over_attended) for d in diagnostics],
+        "mean attention entropy": [d.mean_entropy for d in diagnostics],
+        "mean attention on </s>": [d.mean_eos_mass for d in diagnostics],
+        "log-probability per token (lower: worse)": [-t.log_prob / (len(t.tokens) + 1) for t in translations],
+    }
+    all_coverage = np.concatenate([d.coverage for d in diagnostics if d.coverage])
+    return {
+        "flagged": corpus(flagged), "unflagged": corpus(unflagged),
+        "thresholds": thresholds,
+        "omission_flag_rate": round(sum(bool(d.omitted) for d in diagnostics) / len(diagnostics), 4),
+        "repetition_flag_rate": round(sum(bool(d.over_attended) for d in diagnostics) / len(diagnostics), 4),
+        "bad_chrf_below": bad_chrf, "bad_sentences": int(sum(bad)),
+        "auroc": {name: round(auroc(values, bad), 3) for name, values in signals.items()},
+        "coverage_percentiles": {str(q): round(float(np.percentile(all_coverage, q)), 3) for q in (1, 5, 50, 95, 99, 99.9)},
+        "signals": signals, "bad": bad,
+    }
+
+
+def plot(report: dict, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(15, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, kind in enumerate(KINDS):
+        axes = figure.add_subplot(1, 3, index + 1)
+        for split in ("val", "test"):
+            curve = report["controlled"][kind][split]["thresholds"]
+            thresholds = sorted(curve, key=float)
+            axes.plot([curve[t]["recall"] for t in thresholds], [curve[t]["precision"] for t in thresholds],
+                      marker="o", label=split)
+            chosen = curve[str(report["chosen_on_val"][kind])]
+            axes.annotate(str(report["chosen_on_val"][kind]), (chosen["recall"], chosen["precision"]), fontsize=7)
+        axes.set_xlabel("recall")
+        axes.set_ylabel("precision")
+        axes.set_xlim(0, 1.02)
+        axes.set_ylim(0, 1.02)
+        axes.set_title(f"{kind} flags on controlled {kind}s\n(one point per threshold, chosen one labelled)", fontsize=9)
+        axes.legend()
+        axes.grid(alpha=0.3)
+    right = figure.add_subplot(1, 3, 3)
+    free = report["free"]
+    bad = np.asarray(free["bad"])
+    for name, values in free["signals"].items():
+        values = np.asarray(values, dtype=float)
+        thresholds = np.unique(values)[::-1]
+        tpr = [(values[bad] >= t).mean() for t in thresholds]
+        fpr = [(values[~bad] >= t).mean() for t in thresholds]
+        right.plot([0, *fpr, 1], [0, *tpr, 1], label=f"{name} ({free['auroc'][name]:.2f})")
+    right.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    right.set_xlabel("false positive rate")
+    right.set_ylabel("true positive rate")
+    right.set_title(f"detecting translations with sentence chrF < {free['bad_chrf_below']:g} (AUROC)", fontsize=9)
+    right.legend(fontsize=7)
+    figure.savefig(path, dpi=130)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`", ""]
+    for kind in KINDS:
+        lines += [f"Controlled {kind}s ({report['controlled'][kind]['val']['sentences']} val, "
+                  f"{report['controlled'][kind]['test']['sentences']} test sentences):", "",
+                  "| threshold | val precision | val recall | val F1 | test precision | test recall | test F1 | "
+                  "test flags per unchanged reference |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        val, test = report["controlled"][kind]["val"]["thresholds"], report["controlled"][kind]["test"]["thresholds"]
+        for threshold in val:
+            mark = " (chosen)" if float(threshold) == report["chosen_on_val"][kind] else ""
+            v, t = val[threshold], test[threshold]
+            lines.append(f"| {threshold}{mark} | {v['precision']} | {v['recall']} | {v['f1']} | {t['precision']} | "
+                         f"{t['recall']} | {t['f1']} | {t['flags_per_unchanged_reference']} |")
+        lines.append("")
+    free = report["free"]
+    lines += ["Free translations of test (beam 5), at the chosen thresholds:", "",
+              "| sentences | count | BLEU | chrF2 |", "| --- | ---: | ---: | ---: |"]
+    for name in ("flagged", "unflagged"):
+        row = free[name]
+        lines.append(f"| {name} | {row['sentences']} | {row.get('bleu', '')} | {row.get('chrf', '')} |")
+    lines += ["", f"Detecting the {free['bad_sentences']} translations with sentence chrF2 < {free['bad_chrf_below']:g}:",
+              "", "| signal | AUROC |", "| --- | ---: |"]
+    lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--data", type=Path, default=multi30k_dir())
+    parser.add_argument("--bad-chrf", type=float, default=40.0, help="a free translation below this chrF is bad")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "diagnostics_en_de.json")
+    args = parser.parse_args(argv)
+    translator = Translator.load(args.model_dir)
+    src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
+    data = {split: (read_lines(args.data / f"{name}.{src}.gz"), read_lines(args.data / f"{name}.{trg}.gz"))
+            for split, name in (("val", "val"), ("test", "test_2016_flickr"))}
+    controlled: dict[str, dict] = {kind: {} for kind in KINDS}
+    for split, (sources, references) in data.items():
+        full = translator.align(sources, references)
+        for kind in KINDS:
+            cases = controlled_cases(full, sources, references, kind, args.seed)
+            controlled[kind][split] = score_controlled(translator, full, cases, kind)
+            print(split, kind, controlled[kind][split], flush=True)
+    chosen = {kind: max(KINDS[kind], key=lambda t: controlled[kind]["val"]["thresholds"][str(t)]["f1"])
+              for kind in KINDS}
+    report = {
+        "machine": machine(), "command": command_line("diagnostics.py", argv), "model": str(args.model_dir),
+        "defaults_when_run": {"omission": OMISSION_BELOW, "repetition": REPETITION_ABOVE},
+        "controlled": controlled, "chosen_on_val": chosen,
+        "test_at_chosen": {kind: controlled[kind]["test"]["thresholds"][str(chosen[kind])] for kind in KINDS},
+        "free": free_translations(translator, *data["test"], args.bad_chrf, chosen),
+    }
+    write_json(args.out, report)
+    args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    plot(report, args.out.with_suffix(".png"))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
