@@ -41,7 +41,8 @@ class SearchCounter:
         def counted_step(prev_tokens, state, memory):
             self.steps += 1
             self.rows += prev_tokens.size(0)
-            self.source_rows += prev_tokens.size(0) * memory.states.size(1)
+            states = getattr(memory, "inner", memory).states  # a shortlisted model wraps the model's memory
+            self.source_rows += prev_tokens.size(0) * states.size(1)
             return step(prev_tokens, state, memory)
 
         model.encode, model.step = counted_encode, counted_step
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=0, help="sentences per batch; 0: the model's decode.batch_size")
     parser.add_argument("--python-profile", action="store_true", help="also print a cProfile table (own time)")
     parser.add_argument("--no-ceiling", action="store_true", help="do not measure the matrix-multiply rate")
+    parser.add_argument("--shortlist", action="store_true",
+                        help="decode with the model's vocabulary shortlist (the MFLOP figures still count the full output layer)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decode_profile.json",
                         help="write the figures as JSON here (default docs/results/decode_profile.json)")
     args = parser.parse_args(argv)
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     sources = read_lines(args.src)
-    translator = Translator.load(args.model_dir, precision=args.precision)
+    translator = Translator.load(args.model_dir, precision=args.precision, shortlist=args.shortlist)
     if args.batch_size:
         translator.config.decode.batch_size = args.batch_size
     translator.translate(sources[:32], beam=args.beam)  # warm-up, before the counting starts
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     outputs, seconds = timed_translation(translator, sources, args.beam, warmup=0)
     shape = Seq2Seq.from_config(translator.config.model, translator.src_tokenizer.vocab_size,
                                 translator.trg_tokenizer.vocab_size)
-    report = {"model_dir": str(args.model_dir), "beam": args.beam, "precision": args.precision,
+    report = {"model_dir": str(args.model_dir), "beam": args.beam, "precision": args.precision, "shortlist": args.shortlist,
               "batch_size": translator.config.decode.batch_size, "threads": torch.get_num_threads(),
               "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / max(len(outputs), 1), 2),
               **counter.summary(shape, seconds)}

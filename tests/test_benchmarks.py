@@ -75,6 +75,31 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
     assert beam["mflop_per_sentence"] > greedy["mflop_per_sentence"] > 0
 
 
+def test_decode_profile_counts_a_shortlisted_model_as_the_model_itself(toy_model_dir, tmp_path):
+    """With --shortlist (here one holding every piece, so the translations are the same) the counter
+    sees the same steps and rows through the wrapper."""
+    import shutil
+
+    import torch
+
+    from attnmt.store import save_shortlist, tokenizers_digest
+    from attnmt.translator import Translator
+
+    script = load_script("decode_profile")
+    model_dir = tmp_path / "model"
+    shutil.copytree(toy_model_dir, model_dir)
+    full = Translator.load(model_dir)
+    src_vocab, trg_vocab = full.src_tokenizer.vocab_size, full.trg_tokenizer.vocab_size
+    save_shortlist(model_dir, torch.arange(trg_vocab).repeat(src_vocab, 1), torch.zeros(0, dtype=torch.long),
+                   tokenizers_digest(full.src_tokenizer, full.trg_tokenizer), {"method": "every piece"})
+    (tmp_path / "src.en").write_text("one two three\nfour\nten ten\n", encoding="utf-8")
+    argv = [str(model_dir), "--src", str(tmp_path / "src.en"), "--threads", "1", "--no-ceiling", "--beam", "3"]
+    plain = script.main(argv + ["--out", str(tmp_path / "plain.json")])
+    shortlisted = script.main(argv + ["--shortlist", "--out", str(tmp_path / "shortlisted.json")])
+    assert shortlisted["shortlist"] and not plain["shortlist"]
+    assert (shortlisted["decoder_steps"], shortlisted["hypothesis_rows"]) == (plain["decoder_steps"], plain["hypothesis_rows"])
+
+
 @pytest.fixture(scope="module")
 def toy_multi30k(tmp_path_factory) -> Path:
     """The toy task laid out as Multi30k is (train, val, test_2016_flickr; en and de; .gz)."""
