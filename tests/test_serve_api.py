@@ -216,6 +216,20 @@ def test_serve_command_listens_on_loopback_by_default():
     assert build_parser().parse_args(["serve", "m", "--no-batching"]).batching is False
 
 
+def test_serve_with_a_shortlist_the_model_does_not_have_is_an_error_naming_the_file(toy_model_dir):
+    """--shortlist reaches the loading of the model: without attnmt shortlist first, the server does not
+    start, and says which file it lacks."""
+    import subprocess
+    import sys
+
+    from attnmt.store import SHORTLIST_FILE
+
+    completed = subprocess.run([sys.executable, "-m", "attnmt", "serve", str(toy_model_dir), "--shortlist",
+                                "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0
+    assert SHORTLIST_FILE in completed.stderr
+
+
 def test_a_model_without_attention_translates_and_says_it_has_no_attention(toy_none_model_dir):
     translator = Translator.load(toy_none_model_dir)
     with TestClient(create_app(translator, model_name="toy-none")) as none_client:

@@ -234,6 +234,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     _add_precision_option(p)
     _add_ensemble_option(p)
+    _add_shortlist_option(p)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.set_defaults(run=_run_serve)
@@ -579,7 +580,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     _log(f"attnmt serve: {args.model_dir} on http://{args.host}:{args.port}/ "
          f"(micro-batching {'on' if args.batching else 'off'})")
     run_server(args.model_dir, args.host, args.port, settings, device=args.device, precision=args.precision,
-               access_log=args.access_log, ensemble=args.ensemble)
+               access_log=args.access_log, ensemble=args.ensemble, shortlist=args.shortlist)
     return 0
 
 

@@ -206,11 +206,12 @@ def run_server(
     access_log: bool = True,
     precision: str = "fp32",
     ensemble: Sequence[Path] = (),
+    shortlist: bool = False,
 ) -> None:
-    """Load a model directory (with the models of ``ensemble``, decoded together) and serve it until
-    interrupted."""
+    """Load a model directory (with the models of ``ensemble``, decoded together; or with its vocabulary
+    shortlist) and serve it until interrupted."""
     import uvicorn
 
-    translator = Translator.load(model_dir, device=device, precision=precision, ensemble=ensemble)
+    translator = Translator.load(model_dir, device=device, precision=precision, ensemble=ensemble, shortlist=shortlist)
     app = create_app(translator, settings, model_name=Path(model_dir).resolve().name)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
