@@ -126,14 +126,22 @@ class DecodeConfig:
         if self.coverage_penalty < 0:
             raise ConfigError(f"decode.coverage_penalty must be >= 0, got {self.coverage_penalty}")
         if self.sampling:
-            if self.temperature <= 0:
-                raise ConfigError(f"decode.temperature must be positive, got {self.temperature}")
-            if self.top_k < 0 or not 0 < self.top_p <= 1:
-                raise ConfigError(f"decode.top_k must be >= 0 and decode.top_p in (0, 1], got {self.top_k} "
-                                  f"and {self.top_p}")
+            check_sampling(self.temperature, self.top_k, self.top_p, prefix="decode.")
         elif self.n_best > self.beam_size:
             raise ConfigError(f"decode.n_best ({self.n_best}) cannot exceed decode.beam_size ({self.beam_size})")
         return self
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float, prefix: str = "") -> None:
+    """The sampling settings' bounds (of ``DecodeConfig`` and of ``search.sample_search``'s arguments);
+    ConfigError (a ValueError) naming the setting, ``prefix`` before its name."""
+    if temperature <= 0:
+        raise ConfigError(f"{prefix}temperature must be positive, got {temperature} "
+                          "(for the most probable tokens: greedy search)")
+    if top_k < 0:
+        raise ConfigError(f"{prefix}top_k must be >= 0 (0: no limit), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ConfigError(f"{prefix}top_p must be in (0, 1], got {top_p}")
 
 
 @dataclass

@@ -57,6 +57,7 @@ from typing import Callable, Protocol, Self, TypeVar
 import torch
 from torch import Tensor
 
+from attnmt.config import check_sampling
 from attnmt.data.vocab import BOS_ID, EOS_ID
 
 NEG_INF = float("-inf")
@@ -147,15 +148,6 @@ def sample_search(
     check_sampling(temperature, top_k, top_p)
     choose = functools.partial(sample_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
     return _one_path_search(model, src, src_lengths, max_lengths, copies=n_samples, choose=choose)
-
-
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature} (for the most probable tokens: greedy search)")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0: no limit), got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def sample_tokens(log_probs: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
