@@ -504,23 +504,24 @@ def _raw_pairs(files) -> Iterator[tuple[str, str]]:
 
 
 def _run_score(args: argparse.Namespace) -> int:
+    from attnmt.data.alignments import format_links
     from attnmt.data.corpus import SplitFiles, check_lengths
-    from attnmt.explain.alignment import format_links
 
     if (args.trg is None) == (args.n_best is None):
         raise SystemExit("attnmt score: give --trg (translations to score) or --n-best (an n-best list to rescore)")
     if args.alignment and args.trg is None:
         raise SystemExit("attnmt score: --alignment goes with --trg")
     translator = _load_translator(args.model_dir, args, precision=args.precision)
-    check_lengths(SplitFiles(args.src, args.trg or args.n_best))  # names both files if they differ
+    files = SplitFiles(args.src, args.trg or args.n_best)
+    check_lengths(files)  # names both files if they differ
     with _output(args.output) as out:
         if args.trg is not None:
-            for chunk in translator.score_chunks(_raw_pairs(SplitFiles(args.src, args.trg)), args.alignment):
+            for chunk in translator.score_chunks(_raw_pairs(files), args.alignment):
                 out.writelines(f"{s.log_prob:.4f}\t{s.per_token:.4f}\t{s.tokens}"
                                + (f"\t{format_links(s.alignment.links)}" if args.alignment else "") + "\n" for s in chunk)
                 out.flush()
         else:
-            for line in _rescored(translator, _raw_pairs(SplitFiles(args.src, args.n_best)), args.n_best):
+            for line in _rescored(translator, _raw_pairs(files), args.n_best):
                 out.write(line + "\n")
     return 0
 

@@ -236,8 +236,7 @@ class Translator:
         ``alignment``: also its word alignment (a model with attention only). Use: rescoring n-best
         lists, filtering noisy training pairs by their log-probability per token."""
         forced = self._force(sources, targets, need_attention=alignment)
-        return [PairScore(float(f.result.token_log_probs.sum()), len(f.result.token_log_probs),
-                          [self.trg_tokenizer.id_to_piece(t) for t in f.trg_ids] + [EOS_PIECE],
+        return [PairScore([self.trg_tokenizer.id_to_piece(t) for t in f.trg_ids] + [EOS_PIECE],
                           f.result.token_log_probs, f.alignment() if alignment else None) for f in forced]
 
     def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
@@ -314,11 +313,19 @@ class Translator:
 class PairScore:
     """The log-probability of a given translation (``Translator.score``)."""
 
-    log_prob: float  # summed over the target pieces and </s>
-    tokens: int  # target pieces + 1 (</s>)
     pieces: list[str]  # the target pieces, </s> last
     token_log_probs: np.ndarray = field(repr=False)  # (tokens,) one per piece, </s> last
     alignment: WordAlignment | None = field(default=None, repr=False)
+
+    @property
+    def log_prob(self) -> float:
+        """Summed over the target pieces and </s>."""
+        return float(self.token_log_probs.sum())
+
+    @property
+    def tokens(self) -> int:
+        """Target pieces + 1 (</s>)."""
+        return len(self.token_log_probs)
 
     @property
     def per_token(self) -> float:

@@ -164,10 +164,11 @@ def _with_validation(src_tok: SubwordTokenizer, trg_tok: SubwordTokenizer, store
     return PreparedData(src_tok, trg_tok, store, valid_src, valid_trg, references)
 
 
-def files_fingerprint(files: SplitFiles) -> list[dict[str, Any]]:
-    """What identifies the content of a split's files without reading them: path, size, mtime."""
+def files_fingerprint(*paths: Path) -> list[dict[str, Any]]:
+    """What identifies the content of files without reading them: path, size, mtime (each file once:
+    a TSV split names one file twice)."""
     fingerprint = []
-    for path in dict.fromkeys([files.src, files.trg]):
+    for path in dict.fromkeys(paths):
         stat = path.stat()
         fingerprint.append({"path": str(path.resolve()), "bytes": stat.st_size, "modified_ns": stat.st_mtime_ns})
     return fingerprint
@@ -180,7 +181,7 @@ def _tokenizers(config: Config, model_dir: Path, splits: Splits, log: Log) -> tu
     """The tokenizers trained from this data with these settings: those already in ``model_dir``
     if they were, else trained now on a sample of the training text."""
     meta_path = model_dir / DATA_DIR / TOKENIZER_META
-    fingerprint = {"vocab": asdict(config.vocab), "train": files_fingerprint(splits.train),
+    fingerprint = {"vocab": asdict(config.vocab), "train": files_fingerprint(splits.train.src, splits.train.trg),
                    "encoding_errors": config.data.encoding_errors}
     paths = set(tokenizer_files(model_dir, config.vocab.joint))
     if _read_json(meta_path) == json_round_trip(fingerprint) and all(path.is_file() for path in paths):
@@ -234,12 +235,12 @@ def _token_store(config: Config, model_dir: Path, splits: Splits, src_tok: Subwo
     """The training split's token store: the one in ``model_dir`` if it was built from the same files
     with the same tokenizers and limits, else built now."""
     directory = model_dir / DATA_DIR / TRAIN_STORE
-    fingerprint = {"train": files_fingerprint(splits.train), "tokenizers": tokenizers_digest(src_tok, trg_tok),
+    fingerprint = {"train": files_fingerprint(splits.train.src, splits.train.trg),
+                   "tokenizers": tokenizers_digest(src_tok, trg_tok),
                    "max_src_tokens": config.data.max_src_tokens, "max_trg_tokens": config.data.max_trg_tokens,
                    "encoding_errors": config.data.encoding_errors}
     if config.train.guided_alignment:
-        fingerprint["alignments"] = files_fingerprint(SplitFiles(Path(config.train.guided_alignment),
-                                                                 Path(config.train.guided_alignment)))
+        fingerprint["alignments"] = files_fingerprint(Path(config.train.guided_alignment))
     meta = read_meta(directory)
     if meta is not None and meta["fingerprint"] == json_round_trip(fingerprint):
         store = TokenStore.open(directory)
