@@ -39,13 +39,12 @@ from common import (
     data_dir,
     machine,
     multi30k_dir,
-    timed_translation,
+    scored_translation,
     write_json,
 )
 
 from attnmt.data.alignments import read_alignments
 from attnmt.data.corpus import read_lines
-from attnmt.evaluate import score_corpus
 from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
 from attnmt.translator import Translator
 
@@ -81,16 +80,14 @@ def model_scores(model_dir: Path, sources: list[str], targets: list[str], gold, 
     translator = Translator.load(model_dir)
     src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
     test_src, test_ref = read_lines(multi30k / f"test_2016_flickr.{src}.gz"), read_lines(multi30k / f"test_2016_flickr.{trg}.gz")
-    outputs, _ = timed_translation(translator, test_src, beam=5)
-    bleu = score_corpus([t.text for t in outputs], test_ref, metrics=("bleu",))[0].value
-    bleu_lc = score_corpus([t.text for t in outputs], test_ref, metrics=("bleu",), lowercase=True)[0].value
+    _, scores = scored_translation(translator, test_src, test_ref, beam=5)
     guided = bool(translator.config.train.guided_alignment)
     rows = []
     for reading, options in READINGS.items():
         links = [a.links for a in translator.align(sources, targets, **options)]
         rows.append({"system": f"attnmt {model_dir.name}{' (guided alignment)' if guided else ''}, {reading}",
                      "model": str(model_dir), **score(links, gold),
-                     "test_bleu_beam5": round(bleu, 2), "test_bleu_beam5_lowercased": round(bleu_lc, 2)})
+                     "test_bleu_beam5": scores["bleu"], "test_bleu_beam5_lowercased": scores["bleu_lowercased"]})
         print(rows[-1], flush=True)
     return rows
 

@@ -84,6 +84,19 @@ def timed_translation(translator, sources: Sequence[str], beam: int, warmup: int
     return outputs, time.perf_counter() - started
 
 
+def scored_translation(translator, sources: Sequence[str], references: Sequence[str], beam: int) -> tuple[list, dict]:
+    """``timed_translation`` scored against ``references``: the translations, and cased BLEU,
+    lowercased BLEU and chrF2 (sacreBLEU, rounded to 2 decimals) with the sentences/s."""
+    from attnmt.evaluate import score_corpus
+
+    translations, seconds = timed_translation(translator, sources, beam)
+    outputs = [t.text for t in translations]
+    bleu, chrf = score_corpus(outputs, references, metrics=("bleu", "chrf"))
+    lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
+    return translations, {"bleu": round(bleu.value, 2), "bleu_lowercased": round(lowercased.value, 2),
+                          "chrf": round(chrf.value, 2), "sentences_per_second": round(len(sources) / seconds, 1)}
+
+
 def peak_rss_mib() -> float:
     """The peak resident memory of this process so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import RESULTS, command_line, machine, multi30k_dir, timed_translation, write_json
+from common import RESULTS, command_line, machine, multi30k_dir, scored_translation, write_json
 
 from attnmt.data.corpus import read_lines
-from attnmt.evaluate import score_corpus
 from attnmt.explain.diagnostics import OMISSION_BELOW, diagnose
 from attnmt.translator import Translator
 
@@ -24,15 +23,10 @@ BETAS = (0.0, 0.1, 0.2, 0.4, 0.8)
 
 
 def measure(translator: Translator, sources: list[str], references: list[str], omission_below: float) -> dict:
-    translations, seconds = timed_translation(translator, sources, beam=5)
-    outputs = [t.text for t in translations]
-    bleu, chrf = score_corpus(outputs, references)
-    lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
+    translations, scores = scored_translation(translator, sources, references, beam=5)
     flagged = sum(bool(diagnose(t, omission_below).omitted) for t in translations)
-    return {"bleu": round(bleu.value, 2), "bleu_lowercased": round(lowercased.value, 2), "chrf": round(chrf.value, 2),
-            "omission_flag_rate": round(flagged / len(translations), 4),
-            "mean_output_words": round(sum(len(o.split()) for o in outputs) / len(outputs), 2),
-            "sentences_per_second": round(len(sources) / seconds, 1)}
+    return {**scores, "omission_flag_rate": round(flagged / len(translations), 4),
+            "mean_output_words": round(sum(len(t.text.split()) for t in translations) / len(translations), 2)}
 
 
 def markdown(report: dict) -> str:

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import REPO, RESULTS, command_line, machine, write_json
+from common import REPO, RESULTS, attnmt_command, command_line, machine, write_json
 
 from attnmt.apps.quickstart import quickstart_config
 from attnmt.data.corpus import read_lines
@@ -36,7 +35,7 @@ HELD_OUT = "it"
 def run(command: list[str]) -> float:
     """Run an attnmt command; its wall-clock seconds."""
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "attnmt", *command], capture_output=True, text=True)
+    completed = subprocess.run(attnmt_command(*command), capture_output=True, text=True)
     if completed.returncode != 0:
         raise SystemExit(f"attnmt {' '.join(command)} failed:\n{completed.stderr[-3000:]}")
     return time.perf_counter() - started

@@ -17,21 +17,11 @@ import argparse
 import shutil
 from pathlib import Path
 
-from common import REPO, RESULTS, command_line, machine, multi30k_dir, timed_translation, write_json
+from common import REPO, RESULTS, command_line, machine, multi30k_dir, scored_translation, write_json
 
 from attnmt.data.corpus import read_lines
-from attnmt.evaluate import score_corpus
 from attnmt.store import average_models, kept_checkpoints, load_config_file
 from attnmt.translator import Translator
-
-
-def scores(translator: Translator, sources: list[str], references: list[str], beam: int) -> dict:
-    translations, seconds = timed_translation(translator, sources, beam)
-    outputs = [t.text for t in translations]
-    bleu, chrf = score_corpus(outputs, references, metrics=("bleu", "chrf"))
-    lowercased = score_corpus(outputs, references, metrics=("bleu",), lowercase=True)[0]
-    return {"bleu": round(bleu.value, 2), "bleu_lowercased": round(lowercased.value, 2), "chrf": round(chrf.value, 2),
-            "sentences_per_second": round(len(sources) / seconds, 1)}
 
 
 def evaluate(name: str, model_dir: Path, ensemble: list[Path], data: dict[str, tuple[list[str], list[str]]]) -> dict:
@@ -39,7 +29,7 @@ def evaluate(name: str, model_dir: Path, ensemble: list[Path], data: dict[str, t
     result = {"name": name, "models": [str(model_dir), *map(str, ensemble)]}
     for split, (sources, references) in data.items():
         for beam in (1, 5):
-            result[f"{split}_{'greedy' if beam == 1 else f'beam{beam}'}"] = scores(translator, sources, references, beam)
+            result[f"{split}_{'greedy' if beam == 1 else f'beam{beam}'}"] = scored_translation(translator, sources, references, beam)[1]
     print(name, {k: v for k, v in result.items() if k.endswith("beam5")}, flush=True)
     return result
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, machine, write_json
+from common import RESULTS, attnmt_command, command_line, machine, write_json
 
 HOST = "127.0.0.1"
 
@@ -75,8 +75,8 @@ def free_port() -> int:
 
 def start_server(model_dir: Path, port: int, batching: bool, args: argparse.Namespace,
                  log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "attnmt", "serve", str(model_dir), "--host", HOST, "--port", str(port),
-               "--no-access-log", "--threads", str(args.threads), "--device", args.device]
+    command = attnmt_command("serve", str(model_dir), "--host", HOST, "--port", str(port),
+                             "--no-access-log", "--threads", str(args.threads), "--device", args.device)
     if not batching:
         command.append("--no-batching")
     log = log_path.open("w")
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
           f"torch thread(s); {len(sentences)} sentences; beam {args.beam or 'of the model'}; "
           f"attention {'on' if args.attention else 'off'}; {args.clients} clients, {args.duration:g} s per mode\n")
     print(markdown_table(results))
-    write_json(args.out, {"machine": machine(), "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+    write_json(args.out, {"machine": machine(), "command": command_line("serve_load.py", argv),
                           "results": [asdict(r) for r in results]})
     return 1 if any(r.errors for r in results) else 0
 

@@ -47,6 +47,8 @@ import yaml
 from common import (
     REPO,
     RESULTS,
+    attnmt_command,
+    command_line,
     machine,
     matmul_gflops,
     multi30k_dir,
@@ -135,9 +137,9 @@ def decode_key(result: dict) -> str:
 
 def build_shortlist(model_dir: Path, data: Path, k: int, frequent: int) -> None:
     """``attnmt shortlist`` from the training data (the model's own alignments)."""
-    completed = subprocess.run([sys.executable, "-m", "attnmt", "shortlist", str(model_dir), "--src",
-                                str(data / "train.en.gz"), "--trg", str(data / "train.de.gz"), "--k", str(k),
-                                "--frequent", str(frequent)], capture_output=True, text=True)
+    completed = subprocess.run(attnmt_command("shortlist", str(model_dir), "--src", str(data / "train.en.gz"), "--trg",
+                                              str(data / "train.de.gz"), "--k", str(k), "--frequent", str(frequent)),
+                               capture_output=True, text=True)
     if completed.returncode != 0:
         sys.exit(f"attnmt shortlist failed: {completed.stderr[-2000:]}")
 
@@ -295,7 +297,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     report: dict = {"machine": {**machine(), "threads": args.threads},
-                    "command": "python benchmarks/speed.py " + " ".join(sys.argv[1:])}
+                    "command": command_line("speed.py", None)}
     report["matmul_gflops"] = {f"{name}, {threads} thread{'s' if threads > 1 else ''}":
                                round(matmul_gflops(threads, dtype), 1)
                                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
