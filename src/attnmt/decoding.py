@@ -1,9 +1,10 @@
-"""Decoding many tokenized sentences: search in length-sorted batches (``decode_ids``), inputs too
-long for the model cut into pieces and joined again (``decode_long_inputs``), and forced decoding
-of given translations (``forced_decode``: per-token log-probabilities and attention).
+"""Decoding many tokenized sentences: search in length-sorted batches (``decode_ids``) and inputs too
+long for the model cut into pieces and joined again (``decode_long_inputs``). Forced decoding of
+given translations is attnmt.forced_decoding.
 
-Training validation, the translator, ``align`` and ``score`` all decode through here; everything is
-token ids in and hypotheses out, no text.
+Training validation and the translators (PyTorch and ONNX) decode through here; everything is token
+ids in and hypotheses out, no text. Nothing here imports torch: a model's arrays are made by the
+``as_input`` its caller passes (``attnmt.runtime.tensors_on(device)`` for a PyTorch model).
 
 Long inputs. A model trained on sentences of at most ``data.max_src_tokens`` tokens translates a
 10,000-token line badly, slowly (the search runs twice as many steps as there are source tokens) and
@@ -14,46 +15,48 @@ boundaries keeps all three bounded.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-import torch
 
 from attnmt.config import DecodeConfig
-from attnmt.data.batching import collate, sentence_batches
+from attnmt.data.batching import sentence_batches, source_arrays
 from attnmt.data.vocab import WORD_START
-from attnmt.errors import NoAttentionError
-from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search, model_has_attention, sample_search
+from attnmt.search import Hypothesis, StepModel, beam_search, greedy_search, sample_search
+
+if TYPE_CHECKING:
+    import torch
+
+ArrayMaker = Callable[[np.ndarray], Any]  # a padded numpy batch -> the model's input array (tensor)
 
 SENTENCE_END = tuple(".!?;。！？…؟।")
 
 
-def max_target_lengths(src_lengths: torch.Tensor, decode: DecodeConfig) -> torch.Tensor:
-    """Longest allowed output per sentence: ratio * source length + extra tokens."""
-    return (src_lengths.double() * decode.max_length_ratio).ceil().long() + decode.max_length_extra
+def max_target_lengths(src_lengths: np.ndarray | Sequence[int], decode: DecodeConfig) -> np.ndarray:
+    """Longest allowed output per sentence: ratio * source length + extra tokens. (batch,) int64."""
+    ratio_lengths = np.ceil(np.asarray(src_lengths, dtype=np.float64) * decode.max_length_ratio)
+    return ratio_lengths.astype(np.int64) + decode.max_length_extra
 
 
-@torch.inference_mode()
 def decode_ids(
-    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, device: torch.device | str = "cpu",
+    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, as_input: ArrayMaker = np.asarray,
     generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
     """Search over many tokenized sentences in length-sorted batches of ``decode.batch_size``; the
     ``decode.n_best`` best hypotheses of each, in input order. ``decode.beam_size`` 1 is greedy search
     (where the coverage penalty, a ranking of beams, does nothing); with ``decode.sampling``,
-    ``decode.n_best`` samples each instead, drawn with ``generator`` (default: one seeded with
-    ``decode.seed``; pass one to go on drawing across calls, as a stream does).
+    ``decode.n_best`` samples each instead, drawn with ``generator`` (``attnmt.runtime.sampling_generator``;
+    pass the same one to go on drawing across calls, as a stream does). ``as_input`` makes the
+    model's arrays from numpy ones (default: numpy itself, for a model that takes numpy); a torch
+    model is put in eval mode and decoded without autograd by its caller.
     An empty sentence is still decoded (from its lone ``</s>``): callers decide what empty input means."""
-    if isinstance(model, torch.nn.Module):
-        model.eval()
     if decode.sampling and generator is None:
-        generator = sampling_generator(decode, device)
+        raise ValueError("sampling needs a random generator (attnmt.runtime.sampling_generator)")
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
     for indices in sentence_batches([len(ids) for ids in src_ids], decode.batch_size):
-        batch = collate([src_ids[i] for i in indices], None, indices)
-        src, src_lengths = batch.src.to(device), batch.src_lengths.to(device)
-        max_lengths = max_target_lengths(src_lengths, decode)
+        src_array, lengths_array = source_arrays([src_ids[i] for i in indices])  # (batch, src_len), (batch,)
+        src, src_lengths = as_input(src_array), as_input(lengths_array)
+        max_lengths = max_target_lengths(lengths_array, decode)
         if decode.sampling:
             found = sample_search(model, src, src_lengths, max_lengths, decode.n_best, decode.temperature,
                                   decode.top_k, decode.top_p, generator)
@@ -62,14 +65,9 @@ def decode_ids(
         else:
             found = beam_search(model, src, src_lengths, max_lengths, decode.beam_size, n_best=decode.n_best,
                                 length_penalty=decode.length_penalty, coverage_penalty=decode.coverage_penalty)
-        for position, hypotheses in zip(batch.indices, found):
+        for position, hypotheses in zip(indices, found):
             results[position] = hypotheses
     return results
-
-
-def sampling_generator(decode: DecodeConfig, device: torch.device | str = "cpu") -> torch.Generator:
-    """The random generator that sampling with ``decode.seed`` draws from."""
-    return torch.Generator(device).manual_seed(decode.seed)
 
 
 def decode_long_inputs(
@@ -78,7 +76,7 @@ def decode_long_inputs(
     id_to_piece: Callable[[int], str],
     decode: DecodeConfig,
     max_input_tokens: int,
-    device: torch.device | str = "cpu",
+    as_input: ArrayMaker = np.asarray,
     generator: torch.Generator | None = None,
 ) -> tuple[list[list[Hypothesis]], int]:
     """``decode_ids``, with every input longer than ``max_input_tokens`` cut into pieces
@@ -87,7 +85,7 @@ def decode_long_inputs(
     were cut."""
     spans = [(i, start, end) for i, ids in enumerate(src_ids)
              for start, end in _input_spans(ids, id_to_piece, max_input_tokens)]
-    found = decode_ids(model, [src_ids[i][start:end] for i, start, end in spans], decode, device, generator)
+    found = decode_ids(model, [src_ids[i][start:end] for i, start, end in spans], decode, as_input, generator)
     parts: list[list[list[Hypothesis]]] = [[] for _ in src_ids]
     for (i, _, _), hypotheses in zip(spans, found):
         parts[i].append(hypotheses)
@@ -154,74 +152,25 @@ def join_hypotheses(parts: Sequence[Hypothesis]) -> Hypothesis:
     )
 
 
-def _block_diagonal(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+def _block_diagonal(attentions: Sequence[np.ndarray]) -> np.ndarray:
     """The pieces' (rows, piece_src_len + 1) matrices -> (len(tokens) + 1, src_total + 1), as above."""
-    src_total = sum(attention.size(1) - 1 for attention in attentions)
+    src_total = sum(attention.shape[1] - 1 for attention in attentions)
     blocks, offset = [], 0
     for index, attention in enumerate(attentions):
         rows = attention if index == len(attentions) - 1 else attention[:-1]  # (rows, piece_src_len + 1)
-        n_src = attention.size(1) - 1
-        block = rows.new_zeros(rows.size(0), src_total + 1)  # (rows, src_total + 1)
+        n_src = attention.shape[1] - 1
+        block = np.zeros((rows.shape[0], src_total + 1), dtype=rows.dtype)  # (rows, src_total + 1)
         block[:, offset : offset + n_src] = rows[:, :n_src]
         block[:, -1] = rows[:, -1]
         blocks.append(block)
         offset += n_src
-    return torch.cat(blocks)
+    return np.concatenate(blocks)
 
 
 def join_n_best(parts: Sequence[Sequence[Hypothesis]], n_best: int) -> list[Hypothesis]:
     """The k-th joined hypothesis takes each piece's k-th best (or its last, if it has fewer)."""
     count = min(n_best, max(len(part) for part in parts))
     return [join_hypotheses([part[min(k, len(part) - 1)] for part in parts]) for k in range(count)]
-
-
-# ----------------------------------------------------------------------------- forced decoding
-
-
-@dataclass
-class ForcedDecoding:
-    """What the model computed while being fed one given translation."""
-
-    token_log_probs: np.ndarray  # (len(trg)+1,) log-probability of each target token, then of </s>
-    attention: np.ndarray | None  # (len(trg)+1, len(src)+1) with the </s> row and column; None without attention
-
-    @property
-    def log_prob(self) -> float:
-        """The log-probability of the whole translation, </s> included."""
-        return float(self.token_log_probs.sum())
-
-
-@torch.inference_mode()
-def forced_decode(
-    model: torch.nn.Module,
-    src_ids: Sequence[list[int]],
-    trg_ids: Sequence[list[int]],
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    need_attention: bool = False,
-) -> list[ForcedDecoding]:
-    """Forced decoding: the model reads each source and is fed its given target, as in training but
-    without dropout, in length-sorted batches of ``batch_size``; results in input order.
-    ``need_attention``: a model without attention is then a NoAttentionError."""
-    if len(src_ids) != len(trg_ids):
-        raise ValueError(f"{len(src_ids)} sources but {len(trg_ids)} targets: they must pair up one to one")
-    if need_attention and not model_has_attention(model):
-        raise NoAttentionError("the model has no attention (model.attention: none): it cannot align words")
-    model.eval()
-    results: list[ForcedDecoding] = [ForcedDecoding(np.zeros(0), None)] * len(src_ids)
-    for indices in sentence_batches([len(ids) for ids in src_ids], batch_size):
-        batch = collate([src_ids[i] for i in indices], [trg_ids[i] for i in indices], indices).to(device)
-        logits, attention = model(batch.src, batch.src_lengths, batch.trg_input)  # (batch, trg_len, vocab)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        token_log_probs = log_probs.gather(2, batch.trg_output.unsqueeze(2)).squeeze(2).cpu().numpy()  # (batch, trg_len)
-        attention = None if attention is None else attention.float().cpu().numpy()  # (batch, trg_len, src_len)
-        for row, position in enumerate(batch.indices):
-            n_trg, n_src = len(trg_ids[position]) + 1, len(src_ids[position]) + 1
-            results[position] = ForcedDecoding(
-                token_log_probs[row, :n_trg].astype(np.float64),
-                None if attention is None else attention[row, :n_trg, :n_src],
-            )
-    return results
 
 
 def with_search(decode: DecodeConfig, **settings: Any) -> DecodeConfig:

@@ -14,13 +14,16 @@ gradients scaled back before clipping (``torch.amp.GradScaler``); bf16 needs no 
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
-from typing import ContextManager
+from typing import Callable, ContextManager
 
+import numpy as np
 import torch
 from torch import nn
 
+from attnmt.config import DecodeConfig
 from attnmt.errors import ConfigError
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,3 +126,18 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {nn.Linear, nn.GRU, nn.LSTM}, dtype=torch.qint8)
+
+
+def tensors_on(device: torch.device | str) -> Callable[[np.ndarray], torch.Tensor]:
+    """What makes a PyTorch model's inputs from numpy arrays (``as_input`` of attnmt.decoding):
+    the array as a tensor on ``device``."""
+    return functools.partial(_tensor_on, device=device)
+
+
+def _tensor_on(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.from_numpy(array).to(device)
+
+
+def sampling_generator(decode: DecodeConfig, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random generator that sampling with ``decode.seed`` draws from."""
+    return torch.Generator(device).manual_seed(decode.seed)

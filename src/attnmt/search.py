@@ -49,17 +49,22 @@ per sentence decoded as one batch, as greedy search decodes one path.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, Self, TypeVar
 
-import torch
-from torch import Tensor
+import numpy as np
+from array_api_compat import array_namespace, is_torch_array
 
 from attnmt.config import check_sampling
 from attnmt.data.vocab import BOS_ID, EOS_ID
 
+if TYPE_CHECKING:
+    import torch
+
+Array = Any  # a torch.Tensor for the PyTorch models, a numpy array for the ONNX ones (attnmt.export)
 NEG_INF = float("-inf")
 
 
@@ -70,23 +75,23 @@ class Hypothesis:
     tokens: list[int]  # target ids, without BOS and EOS
     score: float  # what search ranked by: log_prob / lp(len(tokens) + 1), plus the coverage penalty if asked for
     log_prob: float  # sum of the token log-probabilities, EOS included
-    attention: Tensor | None = field(repr=False)  # (len(tokens)+1, src_length) on the CPU, rows incl. the EOS
+    attention: np.ndarray | None = field(repr=False)  # (len(tokens)+1, src_length) float32, rows incl. the EOS
     # step; None for a model without attention
 
 
 class SearchMemory(Protocol):
     """The encoder's output, as search sees it."""
 
-    def reorder(self, indices: Tensor) -> Self:
-        """Rows ``indices`` (batch dim, may repeat) of every tensor."""
+    def reorder(self, indices: Array) -> Self:
+        """Rows ``indices`` (batch dim, may repeat) of every array."""
         ...
 
 
 class SearchState(Protocol):
     """The decoder's state between steps, as search sees it."""
 
-    def reorder(self, indices: Tensor) -> Self:
-        """Rows ``indices`` (batch dim, may repeat) of every tensor."""
+    def reorder(self, indices: Array) -> Self:
+        """Rows ``indices`` (batch dim, may repeat) of every array."""
         ...
 
 
@@ -95,13 +100,16 @@ StateT = TypeVar("StateT", bound=SearchState)
 
 
 class StepModel(Protocol[MemoryT, StateT]):
-    """What search needs from a model (``attnmt.model.Seq2Seq`` is one)."""
+    """What search needs from a model (``attnmt.model.Seq2Seq`` is one, on torch tensors;
+    ``attnmt.export.onnx_model.OnnxModel`` another, on numpy arrays). Search computes with the
+    array library of the ``src`` it is given (through the array API standard, ``array_api_compat``),
+    so it runs without PyTorch for a model that does."""
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[MemoryT, StateT]:
+    def encode(self, src: Array, src_lengths: Array) -> tuple[MemoryT, StateT]:
         """src: (batch, src_len) padded ids, each row ending in EOS; src_lengths: (batch,)."""
         ...
 
-    def step(self, prev_tokens: Tensor, state: StateT, memory: MemoryT) -> tuple[Tensor, StateT, Tensor | None]:
+    def step(self, prev_tokens: Array, state: StateT, memory: MemoryT) -> tuple[Array, StateT, Array | None]:
         """prev_tokens: (batch,) -> log_probs (batch, vocab), next state, attention (batch, src_len) or None."""
         ...
 
@@ -111,9 +119,8 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5 + length) / 6) ** alpha
 
 
-@torch.inference_mode()
 def greedy_search(
-    model: StepModel[MemoryT, StateT], src: Tensor, src_lengths: Tensor, max_lengths: Tensor
+    model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array
 ) -> list[list[Hypothesis]]:
     """The most probable next token at every step, for a batch of sentences at once.
 
@@ -121,16 +128,17 @@ def greedy_search(
     latter in target tokens without EOS (EOS is forced after that many). Sentences leave the batch as
     they end. Returns a one-element list per sentence, in batch order; its score is its log-probability.
     """
-    return _one_path_search(model, src, src_lengths, max_lengths, copies=1,
-                            choose=lambda log_probs: log_probs.argmax(dim=-1))
+    xp = array_namespace(src)
+    with _inference_mode(src):
+        return _one_path_search(model, src, src_lengths, max_lengths, copies=1,
+                                choose=lambda log_probs: xp.argmax(log_probs, axis=-1))
 
 
-@torch.inference_mode()
 def sample_search(
     model: StepModel[MemoryT, StateT],
-    src: Tensor,
-    src_lengths: Tensor,
-    max_lengths: Tensor,
+    src: Array,
+    src_lengths: Array,
+    max_lengths: Array,
     n_samples: int = 1,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -142,19 +150,25 @@ def sample_search(
     tokens and to the smallest set holding ``top_p`` of the probability). All samples of all sentences
     are decoded as one batch; with the same ``generator`` state, the same samples come out.
     Shapes as in :func:`greedy_search`; per sentence, its samples in the order drawn, each scored by
-    its log-probability under the model itself (before temperature and truncation)."""
+    its log-probability under the model itself (before temperature and truncation). Sampling draws
+    with torch's generator: it needs a torch model."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be at least 1, got {n_samples}")
     check_sampling(temperature, top_k, top_p)
+    if not is_torch_array(src):
+        raise ValueError("sampling draws with torch's random generator: it needs a PyTorch model")
     choose = functools.partial(sample_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-    return _one_path_search(model, src, src_lengths, max_lengths, copies=n_samples, choose=choose)
+    with _inference_mode(src):
+        return _one_path_search(model, src, src_lengths, max_lengths, copies=n_samples, choose=choose)
 
 
-def sample_tokens(log_probs: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                  generator: torch.Generator | None = None) -> Tensor:
+def sample_tokens(log_probs: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row of ``log_probs`` (rows, vocab), drawn from softmax(log_probs / temperature)
     restricted to the ``top_k`` most probable tokens (0: all) and then to the fewest most probable
     ones whose probability adds up to ``top_p`` (nucleus sampling; 1: all). Returns (rows,)."""
+    import torch  # only ever called on torch tensors (sample_search checks), so torch is loaded already
+
     logits = log_probs / temperature  # (rows, vocab)
     if top_k and top_k < logits.size(1):
         kth_best = logits.topk(top_k, dim=1).values[:, -1:]  # (rows, 1)
@@ -169,33 +183,34 @@ def sample_tokens(log_probs: Tensor, temperature: float = 1.0, top_k: int = 0, t
 
 
 def _one_path_search(
-    model: StepModel[MemoryT, StateT], src: Tensor, src_lengths: Tensor, max_lengths: Tensor, copies: int,
-    choose: Callable[[Tensor], Tensor],
+    model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array, copies: int,
+    choose: Callable[[Array], Array],
 ) -> list[list[Hypothesis]]:
     """``copies`` paths per sentence, each extended by the token ``choose`` picks from the step's
     log-probabilities (rows, vocab) -> (rows,): greedy search (argmax, one copy) or sampling."""
+    xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
-    batch, device = src.size(0), src.device
+    batch, device = src.shape[0], _device(src)
     if copies > 1:  # row = sentence * copies + copy
-        expand = torch.arange(batch, device=device).repeat_interleave(copies)  # (batch*copies,)
+        expand = xp.repeat(xp.arange(batch, device=device), copies)  # (batch*copies,)
         memory, state = memory.reorder(expand), state.reorder(expand)
     rows = list(range(batch * copies))  # each active row's path
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
-    prev_tokens = torch.full((len(rows),), BOS_ID, dtype=torch.long, device=device)
-    log_prob = torch.zeros(len(rows), device=device)
-    tokens = torch.zeros(len(rows), 0, dtype=torch.long, device=device)  # (n, t)
-    attention_rows: Tensor | None = torch.zeros(len(rows), 0, src.size(1), device=device)  # (n, t, src_len)
+    prev_tokens = xp.full((len(rows),), BOS_ID, dtype=xp.int64, device=device)
+    log_prob = xp.zeros(len(rows), dtype=xp.float32, device=device)
+    tokens = xp.zeros((len(rows), 0), dtype=xp.int64, device=device)  # (n, t)
+    attention_rows: Array | None = xp.zeros((len(rows), 0, src.shape[1]), dtype=xp.float32, device=device)  # (n, t, src_len)
     results: list[Hypothesis | None] = [None] * len(rows)
     for t in itertools.count():
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
-        log_probs = _force_eos(log_probs, [limits[row // copies] <= t for row in rows])
+        log_probs = _force_eos(xp, log_probs, [limits[row // copies] <= t for row in rows])
         prev_tokens = choose(log_probs)  # (n,)
-        log_prob = log_prob + log_probs.gather(1, prev_tokens.unsqueeze(1)).squeeze(1)
-        tokens = torch.cat([tokens, prev_tokens.unsqueeze(1)], dim=1)  # (n, t+1)
-        attention_rows = _extend(attention_rows, slice(None), attention)  # (n, t+1, src_len)
+        log_prob = log_prob + xp.take_along_axis(log_probs, prev_tokens[:, None], axis=1)[:, 0]
+        tokens = xp.concat([tokens, prev_tokens[:, None]], axis=1)  # (n, t+1)
+        attention_rows = _extend(xp, attention_rows, slice(None), attention)  # (n, t+1, src_len)
         ended = prev_tokens == EOS_ID
-        ended_rows = ended.nonzero().squeeze(1)
-        if ended_rows.numel() == 0:
+        ended_rows = xp.nonzero(ended)[0]
+        if ended_rows.shape[0] == 0:
             continue
         ended_paths = [rows[row] for row in ended_rows.tolist()]
         hypotheses = _hypotheses(
@@ -207,8 +222,8 @@ def _one_path_search(
         )
         for path, hypothesis in zip(ended_paths, hypotheses):
             results[path] = hypothesis
-        keep = (~ended).nonzero().squeeze(1)  # (m,)
-        if keep.numel() == 0:
+        keep = xp.nonzero(~ended)[0]  # (m,)
+        if keep.shape[0] == 0:
             break
         rows = [rows[row] for row in keep.tolist()]
         prev_tokens, log_prob, tokens = (x[keep] for x in (prev_tokens, log_prob, tokens))
@@ -217,12 +232,11 @@ def _one_path_search(
     return [results[sentence * copies : (sentence + 1) * copies] for sentence in range(batch)]
 
 
-@torch.inference_mode()
 def beam_search(
     model: StepModel[MemoryT, StateT],
-    src: Tensor,
-    src_lengths: Tensor,
-    max_lengths: Tensor,
+    src: Array,
+    src_lengths: Array,
+    max_lengths: Array,
     beam_size: int,
     n_best: int = 1,
     length_penalty: float = 1.0,
@@ -242,46 +256,53 @@ def beam_search(
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    with _inference_mode(src):
+        return _beam_search(model, src, src_lengths, max_lengths, beam_size, n_best, length_penalty, coverage_penalty)
+
+
+def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array,
+                 beam_size: int, n_best: int, length_penalty: float, coverage_penalty: float) -> list[list[Hypothesis]]:
+    xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
-    batch, device = src.size(0), src.device
-    beams = _Beams.start(batch, beam_size, src.size(1), device)
+    batch, device = src.shape[0], _device(src)
+    beams = _Beams.start(xp, batch, beam_size, src.shape[1], device)
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in itertools.count():
         if t == 0:
             # Every slot of a sentence starts from the same empty hypothesis: step it once per sentence,
             # then give each slot a copy (a fifth of the first step's work with a beam of five).
-            first_tokens = beams.last_tokens()[::beam_size]  # (batch,) one slot of each sentence
-            log_probs, state, memory, attention = _first_step(model, first_tokens, state, memory, beam_size)
+            first_tokens = beams.last_tokens(xp)[::beam_size]  # (batch,) one slot of each sentence
+            log_probs, state, memory, attention = _first_step(xp, model, first_tokens, state, memory, beam_size)
         else:
-            log_probs, state, attention = model.step(beams.last_tokens(), state, memory)  # (n*beam, vocab)
+            log_probs, state, attention = model.step(beams.last_tokens(xp), state, memory)  # (n*beam, vocab)
         at_limit = [limits[s] <= t for s in beams.sentences]  # (n,)
-        log_probs = _force_eos(log_probs, [limit for limit in at_limit for _ in range(beam_size)])
-        ranked = _rank(beams, log_probs)
-        _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
+        log_probs = _force_eos(xp, log_probs, [limit for limit in at_limit for _ in range(beam_size)])
+        ranked = _rank(xp, beams, log_probs)
+        _collect_endings(xp, finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
         pools = [finished[s] for s in beams.sentences]
-        done = torch.tensor(at_limit, device=device) | _settled(ranked, pools, t + 1, length_penalty)  # (n,)
-        keep = (~done).nonzero().squeeze(1)  # (m,) active sentences that go on
-        if keep.numel() == 0:
+        done = xp.asarray(at_limit, device=device) | _settled(xp, ranked, pools, t + 1, length_penalty)  # (n,)
+        keep = xp.nonzero(~done)[0]  # (m,) active sentences that go on
+        if keep.shape[0] == 0:
             break
-        rows = (keep * beam_size).unsqueeze(1) + ranked.slots[keep]  # (m, beam) rows each slot continues
-        state = state.reorder(rows.flatten())
-        if keep.numel() < len(beams.sentences):
-            slots = torch.arange(beam_size, device=device)
-            memory = memory.reorder(((keep * beam_size).unsqueeze(1) + slots).flatten())
-        beams = beams.advance(ranked, keep, rows.flatten(), attention)
+        rows = xp.reshape(keep * beam_size, (-1, 1)) + ranked.slots[keep]  # (m, beam) rows each slot continues
+        state = state.reorder(xp.reshape(rows, (-1,)))
+        if keep.shape[0] < len(beams.sentences):
+            slots = xp.arange(beam_size, device=device)
+            memory = memory.reorder(xp.reshape(xp.reshape(keep * beam_size, (-1, 1)) + slots, (-1,)))
+        beams = beams.advance(xp, ranked, keep, xp.reshape(rows, (-1,)), attention)
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
 
 
-def _first_step(model: StepModel[MemoryT, StateT], tokens: Tensor, state: StateT, memory: MemoryT,
-                beam_size: int) -> tuple[Tensor, StateT, MemoryT, Tensor | None]:
+def _first_step(xp, model: StepModel[MemoryT, StateT], tokens: Array, state: StateT, memory: MemoryT,
+                beam_size: int) -> tuple[Array, StateT, MemoryT, Array | None]:
     """Step 0 from ``tokens`` (batch,), one row per sentence, then everything repeated for each of
     ``beam_size`` slots: log_probs (batch*beam, vocab), state and memory of batch*beam rows, attention
     (batch*beam, src_len) or None."""
     log_probs, state, attention = model.step(tokens, state, memory)  # (batch, vocab)
-    expand = torch.arange(tokens.size(0), device=tokens.device).repeat_interleave(beam_size)  # (batch*beam,)
-    attention = None if attention is None else attention.index_select(0, expand)
-    return log_probs.index_select(0, expand), state.reorder(expand), memory.reorder(expand), attention
+    expand = xp.repeat(xp.arange(tokens.shape[0], device=_device(tokens)), beam_size)  # (batch*beam,)
+    attention = None if attention is None else attention[expand]
+    return log_probs[expand], state.reorder(expand), memory.reorder(expand), attention
 
 
 @dataclass
@@ -289,42 +310,42 @@ class _Beams:
     """The live hypotheses of the sentences still searched: ``size`` slots each, best first."""
 
     sentences: list[int]  # (n,) each active sentence's index in the batch
-    log_probs: Tensor  # (n, size) total log-probability of each slot, descending; -inf: an empty slot
-    tokens: Tensor  # (n*size, t) target ids so far
-    attention: Tensor | None  # (n*size, t, src_len) attention rows so far; None without attention
-    greedy_slot: Tensor  # (n,) the slot that holds the greedy path
-    greedy_live: Tensor  # (n,) bool: the greedy path has not ended yet
+    log_probs: Array  # (n, size) total log-probability of each slot, descending; -inf: an empty slot
+    tokens: Array  # (n*size, t) target ids so far
+    attention: Array | None  # (n*size, t, src_len) attention rows so far; None without attention
+    greedy_slot: Array  # (n,) the slot that holds the greedy path
+    greedy_live: Array  # (n,) bool: the greedy path has not ended yet
 
     @classmethod
-    def start(cls, batch: int, size: int, src_len: int, device: torch.device) -> "_Beams":
-        log_probs = torch.full((batch, size), NEG_INF, device=device)
+    def start(cls, xp, batch: int, size: int, src_len: int, device: Any) -> "_Beams":
+        log_probs = xp.full((batch, size), NEG_INF, dtype=xp.float32, device=device)
         log_probs[:, 0] = 0.0  # one empty hypothesis per sentence; the other slots fill at step 1
         return cls(
             sentences=list(range(batch)),
             log_probs=log_probs,
-            tokens=torch.zeros(batch * size, 0, dtype=torch.long, device=device),
-            attention=torch.zeros(batch * size, 0, src_len, device=device),
-            greedy_slot=torch.zeros(batch, dtype=torch.long, device=device),
-            greedy_live=torch.ones(batch, dtype=torch.bool, device=device),
+            tokens=xp.zeros((batch * size, 0), dtype=xp.int64, device=device),
+            attention=xp.zeros((batch * size, 0, src_len), dtype=xp.float32, device=device),
+            greedy_slot=xp.zeros(batch, dtype=xp.int64, device=device),
+            greedy_live=xp.ones(batch, dtype=xp.bool, device=device),
         )
 
     @property
     def size(self) -> int:
-        return self.log_probs.size(1)
+        return self.log_probs.shape[1]
 
-    def last_tokens(self) -> Tensor:
+    def last_tokens(self, xp) -> Array:
         """(n*size,) the token each slot feeds to the next step."""
-        if self.tokens.size(1) == 0:
-            return torch.full((self.tokens.size(0),), BOS_ID, dtype=torch.long, device=self.tokens.device)
+        if self.tokens.shape[1] == 0:
+            return xp.full((self.tokens.shape[0],), BOS_ID, dtype=xp.int64, device=_device(self.tokens))
         return self.tokens[:, -1]
 
-    def advance(self, ranked: "_Ranked", keep: Tensor, rows: Tensor, attention: Tensor | None) -> "_Beams":
+    def advance(self, xp, ranked: "_Ranked", keep: Array, rows: Array, attention: Array | None) -> "_Beams":
         """The beams of the kept sentences after this step; ``rows``: (m*size,) the row each continues."""
         return _Beams(
             sentences=[self.sentences[i] for i in keep.tolist()],
             log_probs=ranked.log_probs[keep],
-            tokens=torch.cat([self.tokens[rows], ranked.tokens[keep].view(-1, 1)], dim=1),  # (m*size, t+1)
-            attention=_extend(self.attention, rows, attention),
+            tokens=xp.concat([self.tokens[rows], xp.reshape(ranked.tokens[keep], (-1, 1))], axis=1),  # (m*size, t+1)
+            attention=_extend(xp, self.attention, rows, attention),
             greedy_slot=ranked.greedy_slot[keep],
             greedy_live=ranked.greedy_live[keep],
         )
@@ -334,61 +355,71 @@ class _Beams:
 class _Ranked:
     """One step's outcome for the active sentences: what continues and what ends."""
 
-    log_probs: Tensor  # (n, size) continuing hypotheses' totals, best first
-    slots: Tensor  # (n, size) the slot each one extends
-    tokens: Tensor  # (n, size) the token it adds
-    greedy_slot: Tensor  # (n,) where the greedy path continues
-    greedy_live: Tensor  # (n,) bool
+    log_probs: Array  # (n, size) continuing hypotheses' totals, best first
+    slots: Array  # (n, size) the slot each one extends
+    tokens: Array  # (n, size) the token it adds
+    greedy_slot: Array  # (n,) where the greedy path continues
+    greedy_live: Array  # (n,) bool
     endings: list[tuple[int, int, float]]  # (active sentence, slot, total log-prob incl. EOS)
 
 
-def _rank(beams: _Beams, log_probs: Tensor) -> _Ranked:
+def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
     """Steps 1-3 of the module docstring. log_probs: (n*size, vocab), this step's, EOS forced."""
     n, size = beams.log_probs.shape
-    vocab = log_probs.size(1)
-    log_probs = log_probs.reshape(n, size, vocab)
-    totals = beams.log_probs.unsqueeze(2) + log_probs  # (n, size, vocab)
-    scores, ids = totals.view(n, size * vocab).topk(2 * size, dim=1)  # (n, 2*size), best first
+    vocab = log_probs.shape[1]
+    log_probs = xp.reshape(log_probs, (n, size, vocab))
+    totals = beams.log_probs[:, :, None] + log_probs  # (n, size, vocab)
+    scores, ids = _top_k(xp, xp.reshape(totals, (n, size * vocab)), 2 * size)  # (n, 2*size), best first
     slots, tokens = ids // vocab, ids % vocab
     is_eos = tokens == EOS_ID
     ends = is_eos[:, :size] & (scores[:, :size] > NEG_INF)  # (n, size) EOS ranked within the best `size`
-    endings = zip(ends.nonzero()[:, 0].tolist(), slots[:, :size][ends].tolist(), scores[:, :size][ends].tolist())
+    endings = zip(xp.nonzero(ends)[0].tolist(), slots[:, :size][ends].tolist(), scores[:, :size][ends].tolist())
     # At most `size` candidates are EOS (one per slot), so at least `size` are not.
-    order = is_eos.long().argsort(dim=1, stable=True)[:, :size]  # the best non-EOS, in rank order
-    continuing = (x.gather(1, order) for x in (scores, slots, tokens))  # each (n, size)
+    order = xp.argsort(xp.astype(is_eos, xp.int64), axis=1, stable=True)[:, :size]  # the best non-EOS, in rank order
+    continuing = (xp.take_along_axis(x, order, axis=1) for x in (scores, slots, tokens))  # each (n, size)
     ranked = _Ranked(*continuing, beams.greedy_slot, beams.greedy_live, list(endings))
-    _follow_greedy(ranked, totals, log_probs)
+    _follow_greedy(xp, ranked, totals, log_probs)
     return ranked
 
 
-def _follow_greedy(ranked: _Ranked, totals: Tensor, log_probs: Tensor) -> None:
+def _top_k(xp, x: Array, k: int) -> tuple[Array, Array]:
+    """The ``k`` largest values of each row of ``x`` (rows, n) and their columns, best first."""
+    if is_torch_array(x):
+        return x.topk(k, dim=1)
+    columns = np.argpartition(-x, k - 1, axis=1)[:, :k]  # (rows, k) unordered
+    values = np.take_along_axis(x, columns, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
+
+
+def _follow_greedy(xp, ranked: _Ranked, totals: Array, log_probs: Array) -> None:
     """Step 3, in place: the greedy path's next token continues, in the last slot if it ranked too low,
     or ends. On entry ``ranked.greedy_*`` still describe the previous step. totals, log_probs: (n, size, vocab)."""
-    sentence = torch.arange(totals.size(0), device=totals.device)
+    sentence = xp.arange(totals.shape[0], device=_device(totals))
     slot = ranked.greedy_slot  # (n,)
-    token = log_probs[sentence, slot].argmax(dim=-1)  # (n,) the argmax greedy_search takes
+    token = xp.argmax(log_probs[sentence, slot], axis=-1)  # (n,) the argmax greedy_search takes
     total = totals[sentence, slot, token]  # (n,)
     ends = ranked.greedy_live & (token == EOS_ID)
     goes_on = ranked.greedy_live & ~ends
-    is_greedy = (ranked.slots == slot.unsqueeze(1)) & (ranked.tokens == token.unsqueeze(1))  # (n, size)
+    is_greedy = (ranked.slots == slot[:, None]) & (ranked.tokens == token[:, None])  # (n, size)
     # Ranked below every continuing candidate, the greedy token takes the last slot: the slots stay sorted.
-    lost = goes_on & ~is_greedy.any(dim=1)  # (n,)
+    lost = goes_on & ~xp.any(is_greedy, axis=1)  # (n,)
     ranked.log_probs[lost, -1] = total[lost]
     ranked.slots[lost, -1] = slot[lost]
     ranked.tokens[lost, -1] = token[lost]
     is_greedy[lost, -1] = True
-    ranked.greedy_slot, ranked.greedy_live = is_greedy.long().argmax(dim=1), goes_on
+    ranked.greedy_slot, ranked.greedy_live = xp.argmax(xp.astype(is_greedy, xp.int64), axis=1), goes_on
     ended = {(i, s) for i, s, _ in ranked.endings}
-    for i, s, total_i in zip(ends.nonzero().squeeze(1).tolist(), slot[ends].tolist(), total[ends].tolist()):
+    for i, s, total_i in zip(xp.nonzero(ends)[0].tolist(), slot[ends].tolist(), total[ends].tolist()):
         if (i, s) not in ended:  # its EOS ranked below the best `size`
             ranked.endings.append((i, s, total_i))
 
 
-def _settled(ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alpha: float) -> Tensor:
+def _settled(xp, ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alpha: float) -> Array:
     """(n,) bool: the stopping rule of the module docstring; ``length``: the live hypotheses' length."""
-    size = ranked.log_probs.size(1)
+    size = ranked.log_probs.shape[1]
     kept_worst = [_kth_best_score(pool, size) for pool in finished]
-    kept_worst_t = torch.tensor(kept_worst, device=ranked.log_probs.device)  # (n,); -inf: fewer than size
+    kept_worst_t = xp.asarray(kept_worst, dtype=xp.float32, device=_device(ranked.log_probs))  # (n,); -inf: fewer than size
     best_live = ranked.log_probs[:, 0] / gnmt_length_penalty(length, alpha)  # (n,)
     return ~ranked.greedy_live & (best_live <= kept_worst_t)
 
@@ -400,10 +431,11 @@ def _kth_best_score(hypotheses: list[Hypothesis], k: int) -> float:
 
 
 def _collect_endings(
+    xp,
     finished: list[list[Hypothesis]],
     beams: _Beams,
     endings: list[tuple[int, int, float]],
-    attention: Tensor | None,
+    attention: Array | None,
     src_lengths: list[int],
     alpha: float,
     beta: float = 0.0,
@@ -411,9 +443,9 @@ def _collect_endings(
     """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len) or None."""
     if not endings:
         return
-    rows = torch.tensor([i * beams.size + slot for i, slot, _ in endings], device=beams.tokens.device)
+    rows = xp.asarray([i * beams.size + slot for i, slot, _ in endings], dtype=xp.int64, device=_device(beams.tokens))
     sentences = [beams.sentences[i] for i, _, _ in endings]
-    attention_rows = _extend(beams.attention, rows, attention)  # (e, t+1, src_len)
+    attention_rows = _extend(xp, beams.attention, rows, attention)  # (e, t+1, src_len)
     hypotheses = _hypotheses(
         beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha,
         beta,
@@ -423,28 +455,35 @@ def _collect_endings(
 
 
 def _hypotheses(
-    tokens: Tensor, log_probs: list[float], attention: Tensor | None, src_lengths: list[int], alpha: float,
+    tokens: Array, log_probs: list[float], attention: Array | None, src_lengths: list[int], alpha: float,
     beta: float = 0.0,
 ) -> list[Hypothesis]:
     """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source.
     Scores: log_prob / lp(len) + cp (``beta`` > 0 only)."""
-    penalty = gnmt_length_penalty(tokens.size(1) + 1, alpha)
-    attention = None if attention is None else attention.float().cpu()
+    penalty = gnmt_length_penalty(tokens.shape[1] + 1, alpha)
+    attention = None if attention is None else _host_float32(attention)
     hypotheses = []
     for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths)):
-        rows = None if attention is None else attention[i, :, :length].clone()  # (t+1, length)
+        rows = None if attention is None else attention[i, :, :length].copy()  # (t+1, length)
         score = log_prob / penalty + (gnmt_coverage_penalty(rows, beta) if beta else 0.0)
         hypotheses.append(Hypothesis(row, score, log_prob, rows))
     return hypotheses
 
 
-def gnmt_coverage_penalty(attention: Tensor, beta: float) -> float:
+def _host_float32(array: Array) -> np.ndarray:
+    """A numpy float32 copy of ``array`` on the host (a torch tensor leaves its device)."""
+    if is_torch_array(array):
+        return array.detach().float().cpu().numpy()
+    return np.asarray(array, dtype=np.float32)
+
+
+def gnmt_coverage_penalty(attention: np.ndarray, beta: float) -> float:
     """beta * sum over source tokens of log(min(attention mass received, 1)) (Wu et al., 2016): 0 when
     every source token received at least one unit of attention, negative for each that got less.
     attention: (target steps, source tokens with the source </s> last); the </s> column is left out
     (it has no word to cover), a mass of 0 is taken as 1e-10."""
-    coverage = attention[:, :-1].sum(dim=0).clamp(min=1e-10, max=1.0)  # (source tokens,)
-    return beta * float(coverage.log().sum())
+    coverage = np.clip(np.asarray(attention)[:, :-1].sum(axis=0, dtype=np.float32), 1e-10, 1.0)  # (source tokens,)
+    return beta * float(np.log(coverage).sum())
 
 
 def model_has_attention(model) -> bool:
@@ -452,18 +491,31 @@ def model_has_attention(model) -> bool:
     return getattr(model, "has_attention", True)
 
 
-def _extend(history: Tensor | None, rows: Tensor | slice, attention: Tensor | None) -> Tensor | None:
+def _inference_mode(src: Array) -> ContextManager:
+    """torch.inference_mode() for a torch model (no autograd graph while searching); nothing for numpy."""
+    if is_torch_array(src):
+        import torch  # loaded already: src is a torch tensor
+
+        return torch.inference_mode()
+    return contextlib.nullcontext()
+
+
+def _device(array: Array) -> Any:
+    return array.device  # a torch.device, or "cpu" for a numpy array
+
+
+def _extend(xp, history: Array | None, rows: Array | slice, attention: Array | None) -> Array | None:
     """The attention rows so far of ``rows``, with this step's appended: history (n, t, src_len) and
     attention (n, src_len) -> (len(rows), t+1, src_len). None for a model without attention."""
     if history is None or attention is None:
         return None
-    return torch.cat([history[rows], attention[rows].unsqueeze(1)], dim=1)
+    return xp.concat([history[rows], attention[rows][:, None, :]], axis=1)
 
 
-def _force_eos(log_probs: Tensor, at_limit: list[bool]) -> Tensor:
+def _force_eos(xp, log_probs: Array, at_limit: list[bool]) -> Array:
     """Rows whose hypotheses reached their max length may only end. log_probs: (rows, vocab)."""
     if not any(at_limit):
         return log_probs
-    rows = torch.tensor(at_limit, device=log_probs.device).unsqueeze(1)  # (rows, 1)
-    not_eos = torch.arange(log_probs.size(1), device=log_probs.device) != EOS_ID  # (vocab,)
-    return log_probs.masked_fill(rows & not_eos, NEG_INF)
+    rows = xp.asarray(at_limit, device=_device(log_probs))[:, None]  # (rows, 1)
+    not_eos = xp.arange(log_probs.shape[1], device=_device(log_probs)) != EOS_ID  # (vocab,)
+    return xp.where(rows & not_eos, xp.asarray(NEG_INF, dtype=log_probs.dtype, device=_device(log_probs)), log_probs)

@@ -24,7 +24,7 @@ import torch
 
 from attnmt.data.corpus import chunks
 from attnmt.data.text import clean_line
-from attnmt.decoding import forced_decode
+from attnmt.forced_decoding import forced_decode
 from attnmt.translator import Translator
 
 Method = Literal["alignment", "cooccurrence"]

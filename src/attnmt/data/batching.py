@@ -3,22 +3,28 @@
 Public API:
     Batch                                   padded tensors of one batch (see its fields)
     collate(src_ids, trg_ids, indices) -> Batch
+    source_arrays(src_ids) -> (src, src_lengths)   the source side alone, as numpy arrays (for search)
     token_batches(src_lengths, trg_lengths, max_tokens, shuffle, seed, epoch, pool_factor=100) -> list[np.ndarray]
     sentence_batches(lengths, max_sentences) -> list[list[int]]
 
 Lengths given to the batching functions are token counts without BOS/EOS; each side gains one
 token (EOS on the source and target output, BOS on the target input) when collated.
+
+torch is imported only where tensors are made (``collate``, ``alignment_targets``): the batching of
+sentences for search serves models that run without it (attnmt.export).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from attnmt.data.vocab import BOS_ID, EOS_ID, PAD_ID
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -52,9 +58,19 @@ class Batch:
         )
 
 
-def _pad(rows: list[list[int]]) -> torch.Tensor:
+def _pad(rows: list[list[int]]) -> np.ndarray:
+    """(len(rows), longest row) int64, PAD_ID on the right."""
     width = max(len(row) for row in rows)
-    return torch.tensor([row + [PAD_ID] * (width - len(row)) for row in rows], dtype=torch.long)
+    return np.array([row + [PAD_ID] * (width - len(row)) for row in rows], dtype=np.int64)
+
+
+def source_arrays(src_ids: Sequence[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The source side of a batch as ``collate`` makes it, in numpy: rows ``ids + [EOS]`` padded,
+    (batch, src_len) int64, and their lengths (batch,) int64, EOS included."""
+    if not src_ids:
+        raise ValueError("cannot collate an empty batch")
+    src = _pad([list(ids) + [EOS_ID] for ids in src_ids])  # (batch, src_len)
+    return src, np.array([len(ids) + 1 for ids in src_ids], dtype=np.int64)
 
 
 def collate(
@@ -63,6 +79,8 @@ def collate(
 ) -> Batch:
     """Pad token ids (without BOS/EOS) into a Batch; ``indices`` are the examples' dataset positions.
     ``links``: each example's (source piece, target piece) links, for guided alignment targets."""
+    import torch
+
     if not src_ids:
         raise ValueError("cannot collate an empty batch")
     if len(indices) != len(src_ids) or (trg_ids is not None and len(trg_ids) != len(src_ids)):
@@ -70,13 +88,12 @@ def collate(
             f"collate got {len(src_ids)} sources, {len(indices)} indices and "
             f"{'no' if trg_ids is None else len(trg_ids)} targets"
         )
-    src = _pad([list(ids) + [EOS_ID] for ids in src_ids])  # (batch, src_len)
-    src_lengths = torch.tensor([len(ids) + 1 for ids in src_ids], dtype=torch.long)  # (batch,)
+    src, src_lengths = map(torch.from_numpy, source_arrays(src_ids))  # (batch, src_len), (batch,)
     trg_input = trg_output = None
     n_trg_tokens = 0
     if trg_ids is not None:
-        trg_input = _pad([[BOS_ID] + list(ids) for ids in trg_ids])  # (batch, trg_len)
-        trg_output = _pad([list(ids) + [EOS_ID] for ids in trg_ids])  # (batch, trg_len)
+        trg_input = torch.from_numpy(_pad([[BOS_ID] + list(ids) for ids in trg_ids]))  # (batch, trg_len)
+        trg_output = torch.from_numpy(_pad([list(ids) + [EOS_ID] for ids in trg_ids]))  # (batch, trg_len)
         n_trg_tokens = sum(len(ids) + 1 for ids in trg_ids)
     alignment = None
     if links is not None and trg_input is not None:
@@ -88,6 +105,8 @@ def alignment_targets(links: Sequence[np.ndarray], trg_len: int, src_len: int) -
     """(batch, trg_len, src_len): for each target piece with links, the uniform distribution over the
     source pieces it is linked to. Row t is the decoder step that writes target piece t (its attention
     is computed from the state that emits it), so the link (s, t) sets row t."""
+    import torch
+
     targets = torch.zeros(len(links), trg_len, src_len)
     for row, pair in enumerate(links):
         if len(pair):

@@ -31,7 +31,8 @@ from attnmt.serve.schemas import (
     result_of,
     translate_request_model,
 )
-from attnmt.translator import Translation, Translator
+from attnmt.translation import Translation
+from attnmt.translator import Translator
 
 STATIC_DIR = Path(__file__).parent / "static"
 

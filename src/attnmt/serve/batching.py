@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from attnmt.translator import Translation
+from attnmt.translation import Translation
 
 # decode(texts, beam, n_best, length_penalty) -> the n-best translations of each text, in order
 DecodeFunction = Callable[[Sequence[str], int, int, "float | None"], list[list[Translation]]]

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from attnmt.explain.alignment import group_words, word_attention
-from attnmt.translator import Translation
+from attnmt.translation import Translation
 
 WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
 

@@ -30,7 +30,7 @@ from attnmt.decoding import decode_ids, with_search
 from attnmt.errors import TrainingError
 from attnmt.evaluate import exact_match, score_corpus
 from attnmt.model import Seq2Seq
-from attnmt.runtime import MixedPrecision
+from attnmt.runtime import MixedPrecision, tensors_on
 from attnmt.store import (
     CHECKPOINTS_DIR,
     TRAINER_STATE_FILE,
@@ -454,7 +454,7 @@ def validate(model: Seq2Seq, data: PreparedData, config: Config) -> dict[str, An
     loss = total_loss / max(total_tokens, 1)
     limit = config.train.valid_max_sentences or len(data.valid_src)
     greedy = with_search(config.decode, beam_size=1, n_best=1, sampling=False)
-    hypotheses = decode_ids(model, data.valid_src[:limit], greedy, device)
+    hypotheses = decode_ids(model, data.valid_src[:limit], greedy, tensors_on(device))
     outputs = [data.trg_tokenizer.decode(h[0].tokens) for h in hypotheses]
     references = data.valid_references[:limit]
     bleu = score_corpus(outputs, references, metrics=("bleu",))[0]
