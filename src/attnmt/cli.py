@@ -60,9 +60,18 @@ def _add_average(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_average)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX graphs that translate without PyTorch (onnxruntime)")
+    p.add_argument("model_dir", type=Path)
+    p.add_argument("--onnx", type=Path, required=True, metavar="DIR",
+                   help="the new directory: encoder.onnx, step.onnx, config and tokenizers; "
+                        "'attnmt translate DIR' then needs onnxruntime (pip install 'attnmt[onnx]'), not torch")
+    p.set_defaults(run=_run_export)
+
+
 def _add_translate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("translate", help="translate lines from a file or stdin, one output line per input line")
-    p.add_argument("model_dir", type=Path)
+    p.add_argument("model_dir", type=Path, help="a model directory, or one written by 'attnmt export --onnx'")
     p.add_argument("--input", "-i", type=Path, help="input file (plain or .gz); default stdin")
     p.add_argument("--output", "-o", type=Path, help="output file; default stdout")
     _add_search_options(p)
@@ -98,13 +107,24 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def _load_translator(model_dir: Path, args: argparse.Namespace, **options):
-    """The model of ``model_dir`` with the decoding settings of the command line."""
-    from attnmt.translator import Translator
-
+    """The model of ``model_dir`` with the decoding settings of the command line; an exported
+    directory (``attnmt export --onnx``) is translated by onnxruntime, torch never imported."""
     from attnmt.decoding import with_search
+    from attnmt.export.onnx_model import OnnxTranslator, is_onnx_dir
 
-    translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []),
-                                 shortlist=getattr(args, "shortlist", False), **options)
+    if is_onnx_dir(model_dir):
+        torch_only = {"--ensemble": getattr(args, "ensemble", []), "--shortlist": getattr(args, "shortlist", False),
+                      "--precision": options.get("precision", "fp32") != "fp32"}
+        given = [option for option, value in torch_only.items() if value]
+        if given:
+            raise SystemExit(f"attnmt {args.command}: {model_dir} is an exported (ONNX) model: "
+                             f"{', '.join(given)} need the PyTorch model directory")
+        translator = OnnxTranslator.load(model_dir)
+    else:
+        from attnmt.translator import Translator
+
+        translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []),
+                                     shortlist=getattr(args, "shortlist", False), **options)
     translator.config.decode = with_search(translator.config.decode, batch_size=getattr(args, "batch_size", None),
                                            coverage_penalty=getattr(args, "coverage_penalty", None)).check()
     return translator
@@ -257,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_shortlist, _add_translate,
+    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_shortlist, _add_export, _add_translate,
                 _add_score, _add_evaluate,
                 _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
@@ -319,6 +339,17 @@ def _run_average(args: argparse.Namespace) -> int:
         raise SystemExit(f"attnmt average: {args.out} is not empty; give a new directory")
     averaged = average_models(args.sources, args.out, args.last)
     _log(f"averaged {len(averaged)} checkpoints into {args.out}: " + ", ".join(str(path) for path in averaged))
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from attnmt.export.graphs import export_onnx
+
+    if args.onnx.exists() and any(args.onnx.iterdir()):
+        raise SystemExit(f"attnmt export: {args.onnx} is not empty; give a new directory")
+    written = export_onnx(args.model_dir, args.onnx)
+    _log(f"exported {args.model_dir} to {args.onnx}: " + ", ".join(path.name for path in written)
+         + f"; translate with 'attnmt translate {args.onnx}' (needs onnxruntime, not torch)")
     return 0
 
 
