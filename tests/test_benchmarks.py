@@ -163,3 +163,16 @@ def test_the_variants_benchmark_averages_and_ensembles(toy_multi30k, tmp_path):
     names = [variant["name"] for variant in json.loads(out.read_text(encoding="utf-8"))["variants"]]
     assert names[:3] == ["seed1", "seed1, average of the last 2", "seed1, average of the last 3"]
     assert names[-1].startswith("ensemble of 2: ") and len(names) == 7
+
+
+def test_the_onnx_benchmark_compares_the_runtimes_on_the_same_sentences(toy_model_dir, toy_multi30k, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx.json"
+    load_script("onnx_export").main([str(toy_model_dir), "--threads", "1", "--data", str(toy_multi30k),
+                                     "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [(row["runtime"], row["beam"]) for row in rows] == [
+        (runtime, beam) for beam in (1, 5) for runtime in ("torch fp32", "torch int8", "onnxruntime fp32")]
+    exported = [row for row in rows if row["runtime"] == "onnxruntime fp32"]
+    assert all(row["identical_to_torch_fp32"] == 1.0 and row["max_log_prob_difference"] < 1e-3 for row in exported)
+    assert "| onnxruntime fp32 | beam 5 |" in out.with_suffix(".md").read_text(encoding="utf-8")
