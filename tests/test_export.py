@@ -19,6 +19,8 @@ from attnmt.data.vocab import EOS_ID, PAD_ID  # noqa: E402
 from attnmt.errors import CheckpointError, ConfigError  # noqa: E402
 from attnmt.export.graphs import export_onnx  # noqa: E402
 from attnmt.export.onnx_model import ENCODER_FILE, STEP_FILE, OnnxModel, OnnxTranslator  # noqa: E402
+
+pytest_plugins = ["serve_fixtures"]
 from attnmt.store import (WEIGHTS_FILE, build_model, copy_model_files, load_config_file, load_model,  # noqa: E402
                           load_tokenizers, save_weights)
 from attnmt.translator import Translator  # noqa: E402
@@ -119,8 +121,10 @@ def test_what_needs_the_torch_model_is_refused_on_an_exported_one(onnx_dir, tmp_
     from attnmt.cli import main
 
     (tmp_path / "in.txt").write_text("one\n", encoding="utf-8")
-    with pytest.raises(SystemExit, match="--precision need the PyTorch model directory"):
+    with pytest.raises(SystemExit, match="only a PyTorch model directory supports --precision"):
         main(["translate", str(onnx_dir), "-i", str(tmp_path / "in.txt"), "--precision", "int8"])
+    with pytest.raises(SystemExit, match="supports forced decoding"):
+        main(["score", str(onnx_dir), "--src", str(tmp_path / "in.txt"), "--trg", str(tmp_path / "in.txt")])
 
 
 def test_export_refuses_a_directory_it_cannot_read_with_the_reason(toy_model_dir, tmp_path):
@@ -146,3 +150,26 @@ def test_a_damaged_onnx_file_is_an_error_naming_it(onnx_dir, tmp_path):
     (damaged / ENCODER_FILE).unlink()
     with pytest.raises(CheckpointError, match=f"{ENCODER_FILE} is missing"):
         OnnxTranslator.load(damaged)
+
+
+def test_a_real_server_serves_an_exported_model_as_it_serves_the_torch_one(toy_model_dir, onnx_dir):
+    """uvicorn on loopback with the exported model: /v1/translate gives the PyTorch translations and
+    attention, /v1/model the model's size; and building that service imports no torch."""
+    httpx = pytest.importorskip("httpx")
+    from attnmt.serve.app import create_app
+    from serve_fixtures import LiveServer
+
+    expected = Translator.load(toy_model_dir).translate(["one two three", "four five"], beam=3)
+    with LiveServer(create_app(OnnxTranslator.load(onnx_dir), model_name="toy-onnx")) as server:
+        body = httpx.post(f"{server.url}/v1/translate", json={"text": ["one two three", "four five"], "beam": 3,
+                                                              "attention": True}, timeout=30).json()
+        info = httpx.get(f"{server.url}/v1/model", timeout=30).json()
+    for result, translation in zip(body["results"], expected):
+        [hypothesis] = result["translations"]
+        assert hypothesis["text"] == translation.text and hypothesis["tokens"] == translation.tokens
+        np.testing.assert_allclose(np.array(hypothesis["attention"]["pieces"]["weights"]), translation.attention, atol=2e-4)
+    assert info["parameters"] == Translator.load(toy_model_dir).num_parameters > 0
+    program = ("import sys\nfrom attnmt.serve.app import create_app\nfrom attnmt.export.onnx_model import OnnxTranslator\n"
+               "create_app(OnnxTranslator.load(sys.argv[1]))\nprint('torch imported' if 'torch' in sys.modules else 'no torch')")
+    result = subprocess.run([sys.executable, "-c", program, str(onnx_dir)], capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "no torch", (result.stdout, result.stderr)

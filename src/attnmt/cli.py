@@ -106,23 +106,31 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help="sentences per decoding batch (default: decode.batch_size of the model's config)")
 
 
-def _load_translator(model_dir: Path, args: argparse.Namespace, **options):
+def _load_translator(model_dir: Path, args: argparse.Namespace, forced_decoding: bool = False, **options):
     """The model of ``model_dir`` with the decoding settings of the command line; an exported
-    directory (``attnmt export --onnx``) is translated by onnxruntime, torch never imported."""
+    directory (``attnmt export --onnx``) is translated by onnxruntime, torch never imported.
+    ``forced_decoding``: the command scores or aligns given translations (PyTorch models only)."""
     from attnmt.decoding import with_search
     from attnmt.export.onnx_model import OnnxTranslator, is_onnx_dir
 
+    threads = getattr(args, "threads", 0)
     if is_onnx_dir(model_dir):
-        torch_only = {"--ensemble": getattr(args, "ensemble", []), "--shortlist": getattr(args, "shortlist", False),
-                      "--precision": options.get("precision", "fp32") != "fp32"}
+        torch_only = {"forced decoding": forced_decoding,
+                      "--ensemble": getattr(args, "ensemble", []), "--shortlist": getattr(args, "shortlist", False),
+                      "--precision": options.get("precision", "fp32") != "fp32",
+                      "--device": options.get("device", "cpu") != "cpu"}
         given = [option for option, value in torch_only.items() if value]
         if given:
-            raise SystemExit(f"attnmt {args.command}: {model_dir} is an exported (ONNX) model: "
-                             f"{', '.join(given)} need the PyTorch model directory")
-        translator = OnnxTranslator.load(model_dir)
+            raise SystemExit(f"attnmt {args.command}: {model_dir} is an exported (ONNX) model; only a PyTorch "
+                             f"model directory supports {', '.join(given)}")
+        translator = OnnxTranslator.load(model_dir, threads=threads)
     else:
+        import torch
+
         from attnmt.translator import Translator
 
+        if threads > 0:
+            torch.set_num_threads(threads)
         translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []),
                                      shortlist=getattr(args, "shortlist", False), **options)
     translator.config.decode = with_search(translator.config.decode, batch_size=getattr(args, "batch_size", None),
@@ -240,7 +248,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP translation service and attention viewer (FastAPI + uvicorn)")
-    p.add_argument("model_dir", type=Path)
+    p.add_argument("model_dir", type=Path, help="a model directory, or one written by 'attnmt export --onnx'")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-batching", dest="batching", action="store_false",
@@ -255,7 +263,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     _add_precision_option(p)
     _add_ensemble_option(p)
     _add_shortlist_option(p)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of torch or onnxruntime (default: the runtime's choice)")
     p.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not log every request")
     p.set_defaults(run=_run_serve)
 
@@ -542,7 +551,7 @@ def _run_score(args: argparse.Namespace) -> int:
         raise SystemExit("attnmt score: give --trg (translations to score) or --n-best (an n-best list to rescore)")
     if args.alignment and args.trg is None:
         raise SystemExit("attnmt score: --alignment goes with --trg")
-    translator = _load_translator(args.model_dir, args, precision=args.precision)
+    translator = _load_translator(args.model_dir, args, forced_decoding=True, precision=args.precision)
     files = SplitFiles(args.src, args.trg or args.n_best)
     check_lengths(files)  # names both files if they differ
     with _output(args.output) as out:
@@ -583,7 +592,7 @@ def _run_shortlist(args: argparse.Namespace) -> int:
 
     if args.k < 1 or args.frequent < 0 or args.max_pairs < 0:
         raise SystemExit("attnmt shortlist: --k must be at least 1, --frequent and --max-pairs at least 0")
-    translator = _load_translator(args.model_dir, args)
+    translator = _load_translator(args.model_dir, args, forced_decoding=True)
     files = SplitFiles(args.src, args.trg)
     pairs = iter_pairs(files, "strict", check_lengths(files))
     if args.max_pairs:
@@ -602,17 +611,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from attnmt.serve.app import ServeSettings, run_server
     from attnmt.serve.schemas import RequestLimits
 
-    if args.threads > 0:
-        import torch
-
-        torch.set_num_threads(args.threads)
     limits = RequestLimits(max_chars=args.max_chars, max_texts=args.max_texts, max_beam=args.max_beam)
     settings = ServeSettings(limits=limits, batching=args.batching, batch_wait_ms=args.batch_wait_ms,
                              max_batch_texts=args.max_batch, timeout=args.timeout)
     _log(f"attnmt serve: {args.model_dir} on http://{args.host}:{args.port}/ "
          f"(micro-batching {'on' if args.batching else 'off'})")
-    run_server(args.model_dir, args.host, args.port, settings, device=args.device, precision=args.precision,
-               access_log=args.access_log, ensemble=args.ensemble, shortlist=args.shortlist)
+    translator = _load_translator(args.model_dir, args, device=args.device, precision=args.precision)
+    run_server(translator, args.model_dir.resolve().name, args.host, args.port, settings, access_log=args.access_log)
     return 0
 
 

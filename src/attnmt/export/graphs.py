@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from attnmt.data.vocab import PAD_ID
 from attnmt.errors import ConfigError
-from attnmt.export.onnx_model import ENCODER_FILE, STEP_FILE
+from attnmt.export.onnx_model import ENCODER_FILE, PARAMETERS_KEY, STEP_FILE
 from attnmt.model import Seq2Seq
 from attnmt.model.decoder import DecoderState
 from attnmt.model.encoder import EncoderMemory
@@ -139,18 +139,25 @@ def export_onnx(model_dir: Path, out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     copy_model_files(Path(model_dir), out_dir, config)
     encoder_names = (["src", "src_lengths"], ["states", "keys", "summary", "hidden"])
-    _export(encoder, (src, src_lengths), out_dir / ENCODER_FILE, *encoder_names, dims)
-    _export(step, tuple(examples[name] for name in input_names), out_dir / STEP_FILE, input_names, output_names, dims)
+    metadata = {PARAMETERS_KEY: str(model.num_parameters())}
+    _export(encoder, (src, src_lengths), out_dir / ENCODER_FILE, *encoder_names, dims, metadata)
+    _export(step, tuple(examples[name] for name in input_names), out_dir / STEP_FILE, input_names, output_names, dims,
+            metadata)
     return [out_dir / ENCODER_FILE, out_dir / STEP_FILE]
 
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names: list[str], output_names: list[str],
-            dims: dict[str, dict[int, str]]) -> None:
+            dims: dict[str, dict[int, str]], metadata: dict[str, str]) -> None:
+    import onnx
+
     def write(temporary: Path) -> None:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(module, args, str(temporary), dynamo=False, opset_version=OPSET,
                               input_names=input_names, output_names=output_names,
                               dynamic_axes={name: dims[name] for name in input_names + output_names})
+        graph = onnx.load(str(temporary))
+        onnx.helper.set_model_props(graph, metadata)  # read back by onnxruntime, without the onnx package
+        onnx.save(graph, str(temporary))
 
     atomic_write(path, write)

@@ -22,6 +22,7 @@ from attnmt.translation import TextTranslator
 
 ENCODER_FILE = "encoder.onnx"  # the files attnmt.export.graphs writes
 STEP_FILE = "step.onnx"
+PARAMETERS_KEY = "attnmt_parameters"  # the trained model's number of parameters, in the graphs' metadata
 
 
 def is_onnx_dir(path: Path | str) -> bool:
@@ -100,6 +101,11 @@ class OnnxTranslator(TextTranslator):
     """Translates with an exported model directory; greedy and beam search, attention as the
     PyTorch translator gives it. (No sampling, ensembles, shortlists or forced decoding: those need
     the PyTorch model.)"""
+
+    @property
+    def num_parameters(self) -> int:
+        """Of the model exported (as ``Translator.num_parameters``)."""
+        return int(self.model.encoder.get_modelmeta().custom_metadata_map.get(PARAMETERS_KEY, 0))
 
     @classmethod
     def load(cls, directory: Path | str, threads: int = 0) -> "OnnxTranslator":

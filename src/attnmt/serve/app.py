@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +32,9 @@ from attnmt.serve.schemas import (
     translate_request_model,
 )
 from attnmt.translation import Translation
-from attnmt.translator import Translator
+
+if TYPE_CHECKING:
+    from attnmt.translation import TextTranslator
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -121,7 +123,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", f"{type(error).__name__}: {error}")
 
 
-def create_app(translator: Translator, settings: ServeSettings = ServeSettings(), model_name: str = "model") -> FastAPI:
+def create_app(translator: "TextTranslator", settings: ServeSettings = ServeSettings(), model_name: str = "model") -> FastAPI:
     """The service for one loaded model. One function, longer than most, on purpose: FastAPI's route
     handlers are closures over the translator, the batcher and the settings, declared where the app is."""
 
@@ -199,20 +201,16 @@ def create_app(translator: Translator, settings: ServeSettings = ServeSettings()
 
 
 def run_server(
-    model_dir: Path,
+    translator: "TextTranslator",
+    model_name: str,
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServeSettings = ServeSettings(),
-    device: str = "cpu",
     access_log: bool = True,
-    precision: str = "fp32",
-    ensemble: Sequence[Path] = (),
-    shortlist: bool = False,
 ) -> None:
-    """Load a model directory (with the models of ``ensemble``, decoded together; or with its vocabulary
-    shortlist) and serve it until interrupted."""
+    """Serve a loaded translator (a PyTorch ``Translator`` or an exported model's ``OnnxTranslator``)
+    until interrupted."""
     import uvicorn
 
-    translator = Translator.load(model_dir, device=device, precision=precision, ensemble=ensemble, shortlist=shortlist)
-    app = create_app(translator, settings, model_name=Path(model_dir).resolve().name)
+    app = create_app(translator, settings, model_name=model_name)
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
