@@ -137,6 +137,12 @@ def test_export_refuses_a_directory_it_cannot_read_with_the_reason(toy_model_dir
     lstm = random_model_dir(tmp_path / "lstm", toy_model_dir, seed=0, rnn="lstm")
     with pytest.raises(ConfigError, match="supports GRU models"):
         export_onnx(lstm, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))  # a failed export leaves nothing
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="exists and is not an empty directory"):
+        export_onnx(toy_model_dir, tmp_path / "taken")
+    assert (tmp_path / "taken" / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_a_damaged_onnx_file_is_an_error_naming_it(onnx_dir, tmp_path):

@@ -549,3 +549,53 @@ def test_the_coverage_penalty_needs_attention():
 
     with pytest.raises(ValueError, match="coverage penalty needs attention"):
         beam_search(NoAttention(two_way_table, with_attention=False), src, lengths, limits, 3, coverage_penalty=1.0)
+
+
+@dataclass(frozen=True)
+class NumpyReordered:
+    """A TableModel memory or state behind numpy indices."""
+
+    inner: TableMemory | TableState
+
+    def reorder(self, indices: np.ndarray) -> "NumpyReordered":
+        assert isinstance(indices, np.ndarray)
+        return NumpyReordered(self.inner.reorder(torch.from_numpy(indices)))
+
+
+class NumpyTableModel:
+    """The same table on numpy arrays, as a model exported to ONNX is searched (attnmt.export)."""
+
+    def __init__(self, table: Table) -> None:
+        self.model = TableModel(table)
+
+    def encode(self, src: np.ndarray, src_lengths: np.ndarray) -> tuple[NumpyReordered, NumpyReordered]:
+        memory, state = self.model.encode(torch.from_numpy(src), torch.from_numpy(src_lengths))
+        return NumpyReordered(memory), NumpyReordered(state)
+
+    def step(self, prev_tokens: np.ndarray, state: NumpyReordered, memory: NumpyReordered):
+        assert isinstance(prev_tokens, np.ndarray) and prev_tokens.dtype == np.int64
+        log_probs, state, attention = self.model.step(torch.from_numpy(prev_tokens), state.inner, memory.inner)
+        return log_probs.float().numpy(), NumpyReordered(state), attention.numpy()
+
+
+@settings(max_examples=80, deadline=None)
+@given(table=random_tables, batch=batches, alpha=alphas, beam_size=st.integers(1, 4))
+def test_search_on_numpy_arrays_keeps_every_promise_it_keeps_on_tensors(table, batch, alpha, beam_size):
+    """Greedy and beam search on numpy arrays: greedy takes torch's path (both argmaxes take the first of
+    equal values, which the table's whole-number logits make common), beam never scores below greedy,
+    every hypothesis is a real path scored as documented, its attention the model's."""
+    src, src_lengths, max_lengths = (x.numpy() for x in search_inputs(batch))
+    greedy = greedy_search(NumpyTableModel(table), src, src_lengths, max_lengths)
+    torch_greedy = greedy_search(TableModel(table), *(torch.from_numpy(x) for x in (src, src_lengths, max_lengths)))
+    beam = beam_search(NumpyTableModel(table), src, src_lengths, max_lengths, beam_size, beam_size, alpha)
+    for sentence, ([g], [g_torch], found) in enumerate(zip(greedy, torch_greedy, beam)):
+        assert g.tokens == g_torch.tokens and g.log_prob == pytest.approx(g_torch.log_prob, abs=1e-5)
+        assert found[0].score >= g.log_prob / gnmt_length_penalty(len(g.tokens) + 1, alpha) - 1e-6
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+        for h in found + [g]:
+            assert len(h.tokens) <= batch[sentence][1] and EOS_ID not in h.tokens
+            assert h.log_prob == pytest.approx(table.path_log_prob(10 + sentence, h.tokens), abs=1e-5)
+            assert h.attention.dtype == np.float32
+            np.testing.assert_allclose(h.attention, expected_attention(torch.from_numpy(src[sentence]), h.tokens).numpy())
+        if beam_size == 1:
+            assert found[0].tokens == g.tokens

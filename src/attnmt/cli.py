@@ -354,8 +354,6 @@ def _run_average(args: argparse.Namespace) -> int:
 def _run_export(args: argparse.Namespace) -> int:
     from attnmt.export.graphs import export_onnx
 
-    if args.onnx.exists() and any(args.onnx.iterdir()):
-        raise SystemExit(f"attnmt export: {args.onnx} is not empty; give a new directory")
     written = export_onnx(args.model_dir, args.onnx)
     _log(f"exported {args.model_dir} to {args.onnx}: " + ", ".join(path.name for path in written)
          + f"; translate with 'attnmt translate {args.onnx}' (needs onnxruntime, not torch)")
@@ -514,14 +512,12 @@ def _run_align(args: argparse.Namespace) -> int:
     else:
         if args.src is None or args.trg is None:
             raise SystemExit("attnmt align: a model aligns --src with --trg; give both")
-        from attnmt.translator import Translator
-
         files = SplitFiles(args.src, args.trg)
         check_lengths(files)
         if gold is not None:  # before decoding: a gold file that does not fit the text is an error at once
             words = [(len(source.split()), len(target.split())) for source, target in _raw_pairs(files)]
             check_gold_fits(gold, [n for n, _ in words], [n for _, n in words], str(args.gold))
-        translator = Translator.load(args.model_dir)
+        translator = _load_translator(args.model_dir, args, forced_decoding=True)
         links = []  # kept for the AER only
         writing = args.output is not None or gold is None
         with _output(args.output) if writing else contextlib.nullcontext() as out:

@@ -39,7 +39,7 @@ def max_target_lengths(src_lengths: np.ndarray | Sequence[int], decode: DecodeCo
 
 
 def decode_ids(
-    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, as_input: ArrayMaker = np.asarray,
+    model: StepModel, src_ids: Sequence[list[int]], decode: DecodeConfig, as_input: ArrayMaker,
     generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
     """Search over many tokenized sentences in length-sorted batches of ``decode.batch_size``; the
@@ -47,8 +47,8 @@ def decode_ids(
     (where the coverage penalty, a ranking of beams, does nothing); with ``decode.sampling``,
     ``decode.n_best`` samples each instead, drawn with ``generator`` (``attnmt.runtime.sampling_generator``;
     pass the same one to go on drawing across calls, as a stream does). ``as_input`` makes the
-    model's arrays from numpy ones (default: numpy itself, for a model that takes numpy); a torch
-    model is put in eval mode and decoded without autograd by its caller.
+    model's arrays from the numpy ones of each batch: ``attnmt.runtime.tensors_on(device)`` for a
+    PyTorch model (which its caller puts in eval mode), ``np.asarray`` for one that takes numpy.
     An empty sentence is still decoded (from its lone ``</s>``): callers decide what empty input means."""
     if decode.sampling and generator is None:
         raise ValueError("sampling needs a random generator (attnmt.runtime.sampling_generator)")
@@ -76,7 +76,7 @@ def decode_long_inputs(
     id_to_piece: Callable[[int], str],
     decode: DecodeConfig,
     max_input_tokens: int,
-    as_input: ArrayMaker = np.asarray,
+    as_input: ArrayMaker,
     generator: torch.Generator | None = None,
 ) -> tuple[list[list[Hypothesis]], int]:
     """``decode_ids``, with every input longer than ``max_input_tokens`` cut into pieces

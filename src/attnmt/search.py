@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, Self, TypeVar
 
 import numpy as np
-from array_api_compat import array_namespace, is_torch_array
+from array_api_compat import array_namespace, device as _device, is_torch_array
 
 from attnmt.config import check_sampling
 from attnmt.data.vocab import BOS_ID, EOS_ID
@@ -131,7 +131,7 @@ def greedy_search(
     xp = array_namespace(src)
     with _inference_mode(src):
         return _one_path_search(model, src, src_lengths, max_lengths, copies=1,
-                                choose=lambda log_probs: xp.argmax(log_probs, axis=-1))
+                                choose=lambda log_probs: xp.astype(xp.argmax(log_probs, axis=-1), xp.int64))
 
 
 def sample_search(
@@ -383,7 +383,8 @@ def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
 
 
 def _top_k(xp, x: Array, k: int) -> tuple[Array, Array]:
-    """The ``k`` largest values of each row of ``x`` (rows, n) and their columns, best first."""
+    """The ``k`` largest values of each row of ``x`` (rows, n) and their columns, best first. Which of
+    several equal values is taken may differ between torch and numpy (neither promises an order)."""
     if is_torch_array(x):
         return x.topk(k, dim=1)
     columns = np.argpartition(-x, k - 1, axis=1)[:, :k]  # (rows, k) unordered
@@ -498,10 +499,6 @@ def _inference_mode(src: Array) -> ContextManager:
 
         return torch.inference_mode()
     return contextlib.nullcontext()
-
-
-def _device(array: Array) -> Any:
-    return array.device  # a torch.device, or "cpu" for a numpy array
 
 
 def _extend(xp, history: Array | None, rows: Array | slice, attention: Array | None) -> Array | None:

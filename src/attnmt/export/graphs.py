@@ -24,6 +24,8 @@ where ``torch.export`` cannot trace a GRU over a dynamic length.
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -31,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from attnmt.data.vocab import PAD_ID
-from attnmt.errors import ConfigError
+from attnmt.errors import CheckpointError, ConfigError
 from attnmt.export.onnx_model import ENCODER_FILE, PARAMETERS_KEY, STEP_FILE
 from attnmt.model import Seq2Seq
 from attnmt.model.decoder import DecoderState
@@ -68,7 +70,7 @@ class ExportableEncoder(nn.Module):
             backward_states, _ = backward_rnn(_gather_time(inputs, reverse))
             backward_states = _gather_time(backward_states, reverse)  # (batch, src_len, hidden)
             inputs = torch.cat([forward_states, backward_states], dim=-1)  # (batch, src_len, 2*hidden)
-        states = inputs * real.unsqueeze(2).to(inputs.dtype)  # zero on padding, as pad_packed_sequence gives
+        states = torch.where(real.unsqueeze(2), inputs, 0.0)  # zero on padding, as pad_packed_sequence gives
         last = _gather_time(forward_states, lengths - 1)[:, 0]  # (batch, hidden) at each last word
         summary = torch.cat([last, backward_states[:, 0]], dim=-1)  # (batch, 2*hidden)
         keys = self.model.decoder.attention.project_keys(states)  # (batch, src_len, query)
@@ -117,9 +119,31 @@ def step_names(input_feeding: bool, has_attention: bool) -> tuple[list[str], lis
 
 
 def export_onnx(model_dir: Path, out_dir: Path) -> list[Path]:
-    """Write ``out_dir`` (see the module docstring) from the model directory ``model_dir``; the
-    files written. A directory that is not a readable model is a CheckpointError saying why."""
-    config, model, _, _ = load_model(Path(model_dir))
+    """Write ``out_dir`` (see the module docstring; it must not exist, or be empty) from the model
+    directory ``model_dir``; the graphs written. A directory that is not a readable model is a
+    CheckpointError saying why. The files are written into a temporary directory beside ``out_dir``
+    and renamed into place at the end: a failed export leaves nothing behind."""
+    try:
+        import onnx  # noqa: F401  (the exporter needs it; fail before any work)
+    except ImportError:
+        raise ConfigError("attnmt export --onnx needs the onnx package: pip install 'attnmt[onnx]'") from None
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise CheckpointError(f"{out_dir} exists and is not an empty directory: give a new one")
+    staging = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _export_into(Path(model_dir), staging)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, as checked
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / ENCODER_FILE, out_dir / STEP_FILE]
+
+
+def _export_into(model_dir: Path, out_dir: Path) -> None:
+    config, model, _, _ = load_model(model_dir)
     model.eval()
     encoder, step = ExportableEncoder(model).eval(), ExportableStep(model).eval()
     batch, src_len = 2, 5
@@ -136,14 +160,12 @@ def export_onnx(model_dir: Path, out_dir: Path) -> list[Path]:
             "attentional": {0: "batch"}, "attentional_out": {0: "batch"}, "states": {0: "batch", 1: "src_len"},
             "keys": {0: "batch", 1: "src_len"}, "summary": {0: "batch"}, "log_probs": {0: "batch"},
             "attention": {0: "batch", 1: "src_len"}, "src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"}}
-    out_dir = Path(out_dir)
-    copy_model_files(Path(model_dir), out_dir, config)
+    copy_model_files(model_dir, out_dir, config)
     encoder_names = (["src", "src_lengths"], ["states", "keys", "summary", "hidden"])
     metadata = {PARAMETERS_KEY: str(model.num_parameters())}
     _export(encoder, (src, src_lengths), out_dir / ENCODER_FILE, *encoder_names, dims, metadata)
     _export(step, tuple(examples[name] for name in input_names), out_dir / STEP_FILE, input_names, output_names, dims,
             metadata)
-    return [out_dir / ENCODER_FILE, out_dir / STEP_FILE]
 
 
 def _export(module: nn.Module, args: tuple[Tensor, ...], path: Path, input_names: list[str], output_names: list[str],
