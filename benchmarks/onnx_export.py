@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     exported = args.work / f"{args.model_dir.name}_onnx"
     shutil.rmtree(exported, ignore_errors=True)
     subprocess.run(attnmt_command("export", str(args.model_dir), "--onnx", str(exported)), check=True)
-    translators = {"torch fp32": Translator.load(args.model_dir), "torch int8": Translator.load(args.model_dir, precision="int8"),
+    translators = {"torch fp32": Translator.load(args.model_dir),
+                   "torch int8": Translator.load(args.model_dir, precision="int8"),
                    "onnxruntime fp32": OnnxTranslator.load(exported, threads=args.threads)}
     config = translators["torch fp32"].config
     src, trg = config.data.src_lang, config.data.trg_lang

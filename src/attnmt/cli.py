@@ -286,9 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attnmt", description="Attention-based neural machine translation.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_shortlist, _add_export, _add_translate,
-                _add_score, _add_evaluate,
-                _add_plot, _add_align, _add_serve, _add_data):
+    for add in (_add_quickstart, _add_prepare, _add_train, _add_eflomal, _add_average, _add_shortlist, _add_export,
+                _add_translate, _add_score, _add_evaluate, _add_plot, _add_align, _add_serve, _add_data):
         add(sub)
     return parser
 

@@ -104,6 +104,7 @@ class ExportableStep(nn.Module):
     def forward(self, prev_tokens: Tensor, hidden: Tensor, *rest: Tensor) -> tuple[Tensor, ...]:
         attentional, rest = (rest[0], rest[1:]) if self.input_feeding else (None, rest)
         states, keys, mask, *summary = rest
+        # the final state is read only without attention (its context); a placeholder otherwise
         memory = EncoderMemory(states, keys, mask, summary[0] if summary else states[:, 0] * 0)
         log_probs, state, attention = self.model.step(prev_tokens, DecoderState(hidden, None, attentional), memory)
         outputs = (log_probs, state.hidden) + ((state.attentional,) if self.input_feeding else ())
@@ -156,10 +157,11 @@ def _export_into(model_dir: Path, out_dir: Path) -> None:
     examples = {"prev_tokens": torch.ones(batch, dtype=torch.long), "hidden": hidden, "states": states, "keys": keys,
                 "mask": src != PAD_ID, "summary": summary,
                 "attentional": torch.zeros(batch, model.decoder.attentional_size)}
-    dims = {"prev_tokens": {0: "batch"}, "hidden": {1: "batch"}, "hidden_out": {1: "batch"}, "mask": {0: "batch", 1: "src_len"},
-            "attentional": {0: "batch"}, "attentional_out": {0: "batch"}, "states": {0: "batch", 1: "src_len"},
-            "keys": {0: "batch", 1: "src_len"}, "summary": {0: "batch"}, "log_probs": {0: "batch"},
-            "attention": {0: "batch", 1: "src_len"}, "src": {0: "batch", 1: "src_len"}, "src_lengths": {0: "batch"}}
+    batch_axis, batch_and_length = {0: "batch"}, {0: "batch", 1: "src_len"}
+    dims = {"prev_tokens": batch_axis, "hidden": {1: "batch"}, "hidden_out": {1: "batch"}, "mask": batch_and_length,
+            "attentional": batch_axis, "attentional_out": batch_axis, "states": batch_and_length,
+            "keys": batch_and_length, "summary": batch_axis, "log_probs": batch_axis, "attention": batch_and_length,
+            "src": batch_and_length, "src_lengths": batch_axis}  # the dynamic axes of every input and output
     copy_model_files(model_dir, out_dir, config)
     encoder_names = (["src", "src_lengths"], ["states", "keys", "summary", "hidden"])
     metadata = {PARAMETERS_KEY: str(model.num_parameters())}
