@@ -1,0 +1,48 @@
+"""Did searching through the array API (torch tensors or numpy arrays, attnmt.search) slow the PyTorch
+path? Decoding speed of whichever attnmt comes first on sys.path, so that two trees can be compared
+one after the other on one model:
+
+    PYTHONPATH=/tmp/before/src python benchmarks/search_backends.py MODEL --label before >> out.jsonl
+    python benchmarks/search_backends.py MODEL --label after >> out.jsonl
+
+test_2016_flickr (source side): greedy and beam 5, in batches of 64 (1,000 sentences) and of one
+sentence (the first 150), fp32, after a warm-up; one JSON line of sentences/s per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from common import multi30k_dir
+
+import attnmt
+from attnmt.data.corpus import read_lines
+from attnmt.translator import Translator
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("--label", default="")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data", type=Path, default=multi30k_dir())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    translator = Translator.load(args.model_dir)
+    sources = read_lines(args.data / f"test_2016_flickr.{translator.config.data.src_lang}.gz")
+    row = {"label": args.label, "attnmt": attnmt.__file__}
+    for beam, batch_size, count in ((1, 64, 1000), (5, 64, 1000), (1, 1, 150), (5, 1, 150)):
+        translator.config.decode.batch_size = batch_size
+        translator.translate(sources[:16], beam=beam)
+        started = time.perf_counter()
+        translator.translate(sources[:count], beam=beam)
+        row[f"beam{beam}_batch{batch_size}"] = round(count / (time.perf_counter() - started), 1)
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
