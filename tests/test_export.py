@@ -53,8 +53,8 @@ def test_the_onnx_encoder_and_step_compute_the_torch_ones_within_1e_4(toy_model_
     log-probabilities, attention and the next state agree within 1e-4."""
     model_dir = random_model_dir(tmp_path / "model", toy_model_dir, seed=3, **settings)
     export_onnx(model_dir, tmp_path / "onnx")
-    config, model, _, _ = load_model(model_dir)
-    onnx_model = OnnxModel(tmp_path / "onnx", config)
+    _, model, _, _ = load_model(model_dir)
+    onnx_model = OnnxModel(tmp_path / "onnx")
     rng = np.random.default_rng(0)
     src_vocab, trg_vocab = model.encoder.embedding.num_embeddings, model.decoder.embedding.num_embeddings
     lengths = np.array([7, 1, 4, 6], dtype=np.int64)  # EOS included

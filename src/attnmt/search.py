@@ -285,11 +285,11 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
         keep = xp.nonzero(~done)[0]  # (m,) active sentences that go on
         if keep.shape[0] == 0:
             break
-        rows = xp.reshape(keep * beam_size, (-1, 1)) + ranked.slots[keep]  # (m, beam) rows each slot continues
+        first_rows = xp.reshape(keep * beam_size, (-1, 1))  # (m, 1) each kept sentence's first row
+        rows = first_rows + ranked.slots[keep]  # (m, beam) rows each slot continues
         state = state.reorder(xp.reshape(rows, (-1,)))
         if keep.shape[0] < len(beams.sentences):
-            slots = xp.arange(beam_size, device=device)
-            memory = memory.reorder(xp.reshape(xp.reshape(keep * beam_size, (-1, 1)) + slots, (-1,)))
+            memory = memory.reorder(xp.reshape(first_rows + xp.arange(beam_size, device=device), (-1,)))
         beams = beams.advance(xp, ranked, keep, xp.reshape(rows, (-1,)), attention)
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
 
@@ -369,7 +369,7 @@ def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
     vocab = log_probs.shape[1]
     log_probs = xp.reshape(log_probs, (n, size, vocab))
     totals = beams.log_probs[:, :, None] + log_probs  # (n, size, vocab)
-    scores, ids = _top_k(xp, xp.reshape(totals, (n, size * vocab)), 2 * size)  # (n, 2*size), best first
+    scores, ids = _top_k(xp.reshape(totals, (n, size * vocab)), 2 * size)  # (n, 2*size), best first
     slots, tokens = ids // vocab, ids % vocab
     is_eos = tokens == EOS_ID
     ends = is_eos[:, :size] & (scores[:, :size] > NEG_INF)  # (n, size) EOS ranked within the best `size`
@@ -382,7 +382,7 @@ def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
     return ranked
 
 
-def _top_k(xp, x: Array, k: int) -> tuple[Array, Array]:
+def _top_k(x: Array, k: int) -> tuple[Array, Array]:
     """The ``k`` largest values of each row of ``x`` (rows, n) and their columns, best first. Which of
     several equal values is taken may differ between torch and numpy (neither promises an order)."""
     if is_torch_array(x):

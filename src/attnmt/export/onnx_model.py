@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from attnmt.config import Config
 from attnmt.data.vocab import PAD_ID
 from attnmt.errors import CheckpointError
 from attnmt.store import load_config_file, load_tokenizers
@@ -59,17 +58,18 @@ class OnnxModel:
     """The exported encoder and step, run by onnxruntime (``threads``: intra-op threads, default
     onnxruntime's own choice)."""
 
-    def __init__(self, directory: Path, config: Config, threads: int = 0) -> None:
+    def __init__(self, directory: Path, threads: int = 0) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         self.encoder = _session(onnxruntime, Path(directory) / ENCODER_FILE, options)
         self.stepper = _session(onnxruntime, Path(directory) / STEP_FILE, options)
-        self.step_inputs = [i.name for i in self.stepper.get_inputs()]
-        self.input_feeding = "attentional" in self.step_inputs
+        inputs = {i.name: i.shape for i in self.stepper.get_inputs()}  # name -> [axis names or sizes]
+        self.step_inputs = list(inputs)
+        self.input_feeding = "attentional" in inputs
+        self.attentional_size = inputs["attentional"][1] if self.input_feeding else 0  # (batch, size): fixed size
         self.has_attention = "attention" in [o.name for o in self.stepper.get_outputs()]
-        self.attentional_size = config.model.embedding_size if config.model.tie_output else config.model.hidden_size
 
     def encode(self, src: np.ndarray, src_lengths: np.ndarray) -> tuple[OnnxMemory, OnnxState]:
         """src: (batch, src_len) ids ending in EOS, padded; src_lengths: (batch,)."""
@@ -112,4 +112,4 @@ class OnnxTranslator(TextTranslator):
         directory = Path(directory)
         config = load_config_file(directory)
         src_tokenizer, trg_tokenizer = load_tokenizers(directory, config.vocab.joint)
-        return cls(OnnxModel(directory, config, threads), config, src_tokenizer, trg_tokenizer)
+        return cls(OnnxModel(directory, threads), config, src_tokenizer, trg_tokenizer)
