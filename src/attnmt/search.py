@@ -101,9 +101,12 @@ StateT = TypeVar("StateT", bound=SearchState)
 
 class StepModel(Protocol[MemoryT, StateT]):
     """What search needs from a model (``attnmt.model.Seq2Seq`` is one, on torch tensors;
-    ``attnmt.export.onnx_model.OnnxModel`` another, on numpy arrays). Search computes with the
-    array library of the ``src`` it is given (through the array API standard, ``array_api_compat``),
-    so it runs without PyTorch for a model that does."""
+    ``attnmt.export.onnx_model.OnnxModel`` another, on numpy arrays). Search does the work over the
+    vocabulary (the top-k of beam search, argmax, sampling) with the array library of the ``src`` it
+    is given (through the array API standard, ``array_api_compat``), so it runs without PyTorch for a
+    model that does; the bookkeeping of the few candidates each sentence keeps (tokens so far,
+    attention rows, endings, which rows go on) it does in numpy on the host, where a step's handful
+    of numbers costs less than as many small tensor operations."""
 
     def encode(self, src: Array, src_lengths: Array) -> tuple[MemoryT, StateT]:
         """src: (batch, src_len) padded ids, each row ending in EOS; src_lengths: (batch,)."""
@@ -187,7 +190,8 @@ def _one_path_search(
     choose: Callable[[Array], Array],
 ) -> list[list[Hypothesis]]:
     """``copies`` paths per sentence, each extended by the token ``choose`` picks from the step's
-    log-probabilities (rows, vocab) -> (rows,): greedy search (argmax, one copy) or sampling."""
+    log-probabilities (rows, vocab) -> (rows,): greedy search (argmax, one copy) or sampling. The
+    paths' tokens, log-probabilities and attention rows are kept on the host, in numpy."""
     xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
     batch, device = src.shape[0], _device(src)
@@ -197,21 +201,23 @@ def _one_path_search(
     rows = list(range(batch * copies))  # each active row's path
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
     prev_tokens = xp.full((len(rows),), BOS_ID, dtype=xp.int64, device=device)
-    log_prob = xp.zeros(len(rows), dtype=xp.float32, device=device)
-    tokens = xp.zeros((len(rows), 0), dtype=xp.int64, device=device)  # (n, t)
-    attention_rows: Array | None = xp.zeros((len(rows), 0, src.shape[1]), dtype=xp.float32, device=device)  # (n, t, src_len)
+    log_prob = np.zeros(len(rows), dtype=np.float32)
+    tokens = np.zeros((len(rows), 0), dtype=np.int64)  # (n, t)
+    attention_rows: np.ndarray | None = np.zeros((len(rows), 0, src.shape[1]), dtype=np.float32)  # (n, t, src_len)
     results: list[Hypothesis | None] = [None] * len(rows)
     for t in itertools.count():
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
         log_probs = _force_eos(xp, log_probs, [limits[row // copies] <= t for row in rows])
         prev_tokens = choose(log_probs)  # (n,)
-        log_prob = log_prob + xp.take_along_axis(log_probs, prev_tokens[:, None], axis=1)[:, 0]
-        tokens = xp.concat([tokens, prev_tokens[:, None]], axis=1)  # (n, t+1)
-        attention_rows = _extend(xp, attention_rows, slice(None), attention)  # (n, t+1, src_len)
-        ended = prev_tokens == EOS_ID
-        ended_rows = xp.nonzero(ended)[0]
-        if ended_rows.shape[0] == 0:
+        chosen_log_prob = xp.take_along_axis(log_probs, prev_tokens[:, None], axis=1)[:, 0]  # (n,)
+        chosen = _host(prev_tokens)
+        log_prob = log_prob + _host(chosen_log_prob)
+        tokens = np.concatenate([tokens, chosen[:, None]], axis=1)  # (n, t+1)
+        attention_rows = _extend(attention_rows, slice(None), _host_attention(attention))  # (n, t+1, src_len)
+        ended = chosen == EOS_ID
+        if not ended.any():
             continue
+        ended_rows = np.flatnonzero(ended)
         ended_paths = [rows[row] for row in ended_rows.tolist()]
         hypotheses = _hypotheses(
             tokens[ended_rows, :-1],
@@ -222,13 +228,14 @@ def _one_path_search(
         )
         for path, hypothesis in zip(ended_paths, hypotheses):
             results[path] = hypothesis
-        keep = xp.nonzero(~ended)[0]  # (m,)
-        if keep.shape[0] == 0:
+        keep = np.flatnonzero(~ended)  # (m,)
+        if keep.size == 0:
             break
         rows = [rows[row] for row in keep.tolist()]
-        prev_tokens, log_prob, tokens = (x[keep] for x in (prev_tokens, log_prob, tokens))
+        log_prob, tokens = log_prob[keep], tokens[keep]
         attention_rows = None if attention_rows is None else attention_rows[keep]
-        state, memory = state.reorder(keep), memory.reorder(keep)
+        keep_rows = _on_model(xp, keep, device)
+        prev_tokens, state, memory = prev_tokens[keep_rows], state.reorder(keep_rows), memory.reorder(keep_rows)
     return [results[sentence * copies : (sentence + 1) * copies] for sentence in range(batch)]
 
 
@@ -265,32 +272,34 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
     xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
     batch, device = src.shape[0], _device(src)
-    beams = _Beams.start(xp, batch, beam_size, src.shape[1], device)
+    beams = _Beams.start(batch, beam_size, src.shape[1])
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     for t in itertools.count():
         if t == 0:
             # Every slot of a sentence starts from the same empty hypothesis: step it once per sentence,
             # then give each slot a copy (a fifth of the first step's work with a beam of five).
-            first_tokens = beams.last_tokens(xp)[::beam_size]  # (batch,) one slot of each sentence
+            first_tokens = _on_model(xp, beams.last_tokens()[::beam_size], device)  # (batch,) one slot of each sentence
             log_probs, state, memory, attention = _first_step(xp, model, first_tokens, state, memory, beam_size)
         else:
-            log_probs, state, attention = model.step(beams.last_tokens(xp), state, memory)  # (n*beam, vocab)
-        at_limit = [limits[s] <= t for s in beams.sentences]  # (n,)
-        log_probs = _force_eos(xp, log_probs, [limit for limit in at_limit for _ in range(beam_size)])
+            log_probs, state, attention = model.step(_on_model(xp, beams.last_tokens(), device), state, memory)
+            # log_probs: (n*beam, vocab)
+        at_limit = np.array([limits[s] <= t for s in beams.sentences], dtype=bool)  # (n,)
+        log_probs = _force_eos(xp, log_probs, np.repeat(at_limit, beam_size).tolist())
         ranked = _rank(xp, beams, log_probs)
-        _collect_endings(xp, finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
+        attention = _host_attention(attention)  # (n*beam, src_len) or None
+        _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
         pools = [finished[s] for s in beams.sentences]
-        done = xp.asarray(at_limit, device=device) | _settled(xp, ranked, pools, t + 1, length_penalty)  # (n,)
-        keep = xp.nonzero(~done)[0]  # (m,) active sentences that go on
-        if keep.shape[0] == 0:
+        done = at_limit | _settled(ranked, pools, t + 1, length_penalty)  # (n,)
+        keep = np.flatnonzero(~done)  # (m,) active sentences that go on
+        if keep.size == 0:
             break
-        first_rows = xp.reshape(keep * beam_size, (-1, 1))  # (m, 1) each kept sentence's first row
-        rows = first_rows + ranked.slots[keep]  # (m, beam) rows each slot continues
-        state = state.reorder(xp.reshape(rows, (-1,)))
-        if keep.shape[0] < len(beams.sentences):
-            memory = memory.reorder(xp.reshape(first_rows + xp.arange(beam_size, device=device), (-1,)))
-        beams = beams.advance(xp, ranked, keep, xp.reshape(rows, (-1,)), attention)
+        first_rows = keep[:, None] * beam_size  # (m, 1) each kept sentence's first row
+        rows = (first_rows + ranked.slots[keep]).reshape(-1)  # (m*beam,) the row each slot continues
+        state = state.reorder(_on_model(xp, rows, device))
+        if keep.size < len(beams.sentences):
+            memory = memory.reorder(_on_model(xp, (first_rows + np.arange(beam_size)).reshape(-1), device))
+        beams = beams.advance(ranked, keep, rows, attention)
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
 
 
@@ -307,45 +316,47 @@ def _first_step(xp, model: StepModel[MemoryT, StateT], tokens: Array, state: Sta
 
 @dataclass
 class _Beams:
-    """The live hypotheses of the sentences still searched: ``size`` slots each, best first."""
+    """The live hypotheses of the sentences still searched: ``size`` slots each, best first. Numpy
+    arrays on the host: a step's bookkeeping is a few hundred numbers, cheaper there than as many
+    small tensor operations."""
 
     sentences: list[int]  # (n,) each active sentence's index in the batch
-    log_probs: Array  # (n, size) total log-probability of each slot, descending; -inf: an empty slot
-    tokens: Array  # (n*size, t) target ids so far
-    attention: Array | None  # (n*size, t, src_len) attention rows so far; None without attention
-    greedy_slot: Array  # (n,) the slot that holds the greedy path
-    greedy_live: Array  # (n,) bool: the greedy path has not ended yet
+    log_probs: np.ndarray  # (n, size) float32 total log-probability of each slot, descending; -inf: an empty slot
+    tokens: np.ndarray  # (n*size, t) int64 target ids so far
+    attention: np.ndarray | None  # (n*size, t, src_len) float32 attention rows so far; None without attention
+    greedy_slot: np.ndarray  # (n,) int64 the slot that holds the greedy path
+    greedy_live: np.ndarray  # (n,) bool: the greedy path has not ended yet
 
     @classmethod
-    def start(cls, xp, batch: int, size: int, src_len: int, device: Any) -> "_Beams":
-        log_probs = xp.full((batch, size), NEG_INF, dtype=xp.float32, device=device)
+    def start(cls, batch: int, size: int, src_len: int) -> "_Beams":
+        log_probs = np.full((batch, size), NEG_INF, dtype=np.float32)
         log_probs[:, 0] = 0.0  # one empty hypothesis per sentence; the other slots fill at step 1
         return cls(
             sentences=list(range(batch)),
             log_probs=log_probs,
-            tokens=xp.zeros((batch * size, 0), dtype=xp.int64, device=device),
-            attention=xp.zeros((batch * size, 0, src_len), dtype=xp.float32, device=device),
-            greedy_slot=xp.zeros(batch, dtype=xp.int64, device=device),
-            greedy_live=xp.ones(batch, dtype=xp.bool, device=device),
+            tokens=np.zeros((batch * size, 0), dtype=np.int64),
+            attention=np.zeros((batch * size, 0, src_len), dtype=np.float32),
+            greedy_slot=np.zeros(batch, dtype=np.int64),
+            greedy_live=np.ones(batch, dtype=bool),
         )
 
     @property
     def size(self) -> int:
         return self.log_probs.shape[1]
 
-    def last_tokens(self, xp) -> Array:
+    def last_tokens(self) -> np.ndarray:
         """(n*size,) the token each slot feeds to the next step."""
         if self.tokens.shape[1] == 0:
-            return xp.full((self.tokens.shape[0],), BOS_ID, dtype=xp.int64, device=_device(self.tokens))
+            return np.full((self.tokens.shape[0],), BOS_ID, dtype=np.int64)
         return self.tokens[:, -1]
 
-    def advance(self, xp, ranked: "_Ranked", keep: Array, rows: Array, attention: Array | None) -> "_Beams":
+    def advance(self, ranked: "_Ranked", keep: np.ndarray, rows: np.ndarray, attention: np.ndarray | None) -> "_Beams":
         """The beams of the kept sentences after this step; ``rows``: (m*size,) the row each continues."""
         return _Beams(
             sentences=[self.sentences[i] for i in keep.tolist()],
             log_probs=ranked.log_probs[keep],
-            tokens=xp.concat([self.tokens[rows], xp.reshape(ranked.tokens[keep], (-1, 1))], axis=1),  # (m*size, t+1)
-            attention=_extend(xp, self.attention, rows, attention),
+            tokens=np.concatenate([self.tokens[rows], ranked.tokens[keep].reshape(-1, 1)], axis=1),  # (m*size, t+1)
+            attention=_extend(self.attention, rows, attention),
             greedy_slot=ranked.greedy_slot[keep],
             greedy_live=ranked.greedy_live[keep],
         )
@@ -353,32 +364,38 @@ class _Beams:
 
 @dataclass
 class _Ranked:
-    """One step's outcome for the active sentences: what continues and what ends."""
+    """One step's outcome for the active sentences: what continues and what ends (numpy, host)."""
 
-    log_probs: Array  # (n, size) continuing hypotheses' totals, best first
-    slots: Array  # (n, size) the slot each one extends
-    tokens: Array  # (n, size) the token it adds
-    greedy_slot: Array  # (n,) where the greedy path continues
-    greedy_live: Array  # (n,) bool
+    log_probs: np.ndarray  # (n, size) continuing hypotheses' totals, best first
+    slots: np.ndarray  # (n, size) the slot each one extends
+    tokens: np.ndarray  # (n, size) the token it adds
+    greedy_slot: np.ndarray  # (n,) where the greedy path continues
+    greedy_live: np.ndarray  # (n,) bool
     endings: list[tuple[int, int, float]]  # (active sentence, slot, total log-prob incl. EOS)
 
 
 def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
-    """Steps 1-3 of the module docstring. log_probs: (n*size, vocab), this step's, EOS forced."""
+    """Steps 1-3 of the module docstring. log_probs: (n*size, vocab), this step's, EOS forced, in the
+    model's arrays: the sums, top-k and the greedy path's argmax over the vocabulary run there; what
+    follows, on the 2 * size candidates of each sentence, in numpy."""
     n, size = beams.log_probs.shape
-    vocab = log_probs.shape[1]
+    vocab, device = log_probs.shape[1], _device(log_probs)
     log_probs = xp.reshape(log_probs, (n, size, vocab))
-    totals = beams.log_probs[:, :, None] + log_probs  # (n, size, vocab)
+    totals = _on_model(xp, beams.log_probs, device)[:, :, None] + log_probs  # (n, size, vocab)
     scores, ids = _top_k(xp.reshape(totals, (n, size * vocab)), 2 * size)  # (n, 2*size), best first
+    sentence, slot = xp.arange(n, device=device), _on_model(xp, beams.greedy_slot, device)
+    greedy_token = xp.argmax(log_probs[sentence, slot], axis=-1)  # (n,) the argmax greedy_search takes
+    greedy_total = totals[sentence, slot, greedy_token]  # (n,)
+    scores, ids, greedy_token, greedy_total = (_host(x) for x in (scores, ids, greedy_token, greedy_total))
     slots, tokens = ids // vocab, ids % vocab
     is_eos = tokens == EOS_ID
     ends = is_eos[:, :size] & (scores[:, :size] > NEG_INF)  # (n, size) EOS ranked within the best `size`
-    endings = zip(xp.nonzero(ends)[0].tolist(), slots[:, :size][ends].tolist(), scores[:, :size][ends].tolist())
+    endings = zip(np.nonzero(ends)[0].tolist(), slots[:, :size][ends].tolist(), scores[:, :size][ends].tolist())
     # At most `size` candidates are EOS (one per slot), so at least `size` are not.
-    order = xp.argsort(xp.astype(is_eos, xp.int64), axis=1, stable=True)[:, :size]  # the best non-EOS, in rank order
-    continuing = (xp.take_along_axis(x, order, axis=1) for x in (scores, slots, tokens))  # each (n, size)
+    order = np.argsort(is_eos, axis=1, kind="stable")[:, :size]  # the best non-EOS, in rank order
+    continuing = (np.take_along_axis(x, order, axis=1) for x in (scores, slots, tokens))  # each (n, size)
     ranked = _Ranked(*continuing, beams.greedy_slot, beams.greedy_live, list(endings))
-    _follow_greedy(xp, ranked, totals, log_probs)
+    _follow_greedy(ranked, greedy_token, greedy_total)
     return ranked
 
 
@@ -393,36 +410,33 @@ def _top_k(x: Array, k: int) -> tuple[Array, Array]:
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
 
 
-def _follow_greedy(xp, ranked: _Ranked, totals: Array, log_probs: Array) -> None:
+def _follow_greedy(ranked: _Ranked, token: np.ndarray, total: np.ndarray) -> None:
     """Step 3, in place: the greedy path's next token continues, in the last slot if it ranked too low,
-    or ends. On entry ``ranked.greedy_*`` still describe the previous step. totals, log_probs: (n, size, vocab)."""
-    sentence = xp.arange(totals.shape[0], device=_device(totals))
+    or ends. On entry ``ranked.greedy_*`` still describe the previous step; ``token`` (n,) is the
+    argmax of the greedy slot's row and ``total`` (n,) the greedy path's log-probability with it."""
     slot = ranked.greedy_slot  # (n,)
-    token = xp.argmax(log_probs[sentence, slot], axis=-1)  # (n,) the argmax greedy_search takes
-    total = totals[sentence, slot, token]  # (n,)
     ends = ranked.greedy_live & (token == EOS_ID)
     goes_on = ranked.greedy_live & ~ends
     is_greedy = (ranked.slots == slot[:, None]) & (ranked.tokens == token[:, None])  # (n, size)
     # Ranked below every continuing candidate, the greedy token takes the last slot: the slots stay sorted.
-    lost = goes_on & ~xp.any(is_greedy, axis=1)  # (n,)
+    lost = goes_on & ~is_greedy.any(axis=1)  # (n,)
     ranked.log_probs[lost, -1] = total[lost]
     ranked.slots[lost, -1] = slot[lost]
     ranked.tokens[lost, -1] = token[lost]
     is_greedy[lost, -1] = True
-    ranked.greedy_slot, ranked.greedy_live = xp.argmax(xp.astype(is_greedy, xp.int64), axis=1), goes_on
+    ranked.greedy_slot, ranked.greedy_live = is_greedy.argmax(axis=1), goes_on
     ended = {(i, s) for i, s, _ in ranked.endings}
-    for i, s, total_i in zip(xp.nonzero(ends)[0].tolist(), slot[ends].tolist(), total[ends].tolist()):
+    for i, s, total_i in zip(np.flatnonzero(ends).tolist(), slot[ends].tolist(), total[ends].tolist()):
         if (i, s) not in ended:  # its EOS ranked below the best `size`
             ranked.endings.append((i, s, total_i))
 
 
-def _settled(xp, ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alpha: float) -> Array:
+def _settled(ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alpha: float) -> np.ndarray:
     """(n,) bool: the stopping rule of the module docstring; ``length``: the live hypotheses' length."""
     size = ranked.log_probs.shape[1]
-    kept_worst = [_kth_best_score(pool, size) for pool in finished]
-    kept_worst_t = xp.asarray(kept_worst, dtype=xp.float32, device=_device(ranked.log_probs))  # (n,); -inf: fewer than size
-    best_live = ranked.log_probs[:, 0] / gnmt_length_penalty(length, alpha)  # (n,)
-    return ~ranked.greedy_live & (best_live <= kept_worst_t)
+    kept_worst = np.array([_kth_best_score(pool, size) for pool in finished], dtype=np.float32)  # (n,); -inf: fewer than size
+    best_live = ranked.log_probs[:, 0] / np.float32(gnmt_length_penalty(length, alpha))  # (n,)
+    return ~ranked.greedy_live & (best_live <= kept_worst)
 
 
 def _kth_best_score(hypotheses: list[Hypothesis], k: int) -> float:
@@ -432,11 +446,10 @@ def _kth_best_score(hypotheses: list[Hypothesis], k: int) -> float:
 
 
 def _collect_endings(
-    xp,
     finished: list[list[Hypothesis]],
     beams: _Beams,
     endings: list[tuple[int, int, float]],
-    attention: Array | None,
+    attention: np.ndarray | None,
     src_lengths: list[int],
     alpha: float,
     beta: float = 0.0,
@@ -444,9 +457,9 @@ def _collect_endings(
     """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len) or None."""
     if not endings:
         return
-    rows = xp.asarray([i * beams.size + slot for i, slot, _ in endings], dtype=xp.int64, device=_device(beams.tokens))
+    rows = np.array([i * beams.size + slot for i, slot, _ in endings], dtype=np.int64)
     sentences = [beams.sentences[i] for i, _, _ in endings]
-    attention_rows = _extend(xp, beams.attention, rows, attention)  # (e, t+1, src_len)
+    attention_rows = _extend(beams.attention, rows, attention)  # (e, t+1, src_len)
     hypotheses = _hypotheses(
         beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha,
         beta,
@@ -456,13 +469,12 @@ def _collect_endings(
 
 
 def _hypotheses(
-    tokens: Array, log_probs: list[float], attention: Array | None, src_lengths: list[int], alpha: float,
+    tokens: np.ndarray, log_probs: list[float], attention: np.ndarray | None, src_lengths: list[int], alpha: float,
     beta: float = 0.0,
 ) -> list[Hypothesis]:
     """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source.
     Scores: log_prob / lp(len) + cp (``beta`` > 0 only)."""
     penalty = gnmt_length_penalty(tokens.shape[1] + 1, alpha)
-    attention = None if attention is None else _host_float32(attention)
     hypotheses = []
     for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths)):
         rows = None if attention is None else attention[i, :, :length].copy()  # (t+1, length)
@@ -471,11 +483,25 @@ def _hypotheses(
     return hypotheses
 
 
-def _host_float32(array: Array) -> np.ndarray:
-    """A numpy float32 copy of ``array`` on the host (a torch tensor leaves its device)."""
+def _host(array: Array) -> np.ndarray:
+    """``array`` as a numpy array on the host (a torch tensor leaves its device; numpy stays as it is)."""
     if is_torch_array(array):
-        return array.detach().float().cpu().numpy()
-    return np.asarray(array, dtype=np.float32)
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _host_attention(attention: Array | None) -> np.ndarray | None:
+    """A step's attention (rows, src_len) as float32 on the host (bf16 under autocast included), or None."""
+    if attention is None:
+        return None
+    if is_torch_array(attention):
+        return attention.detach().float().cpu().numpy()
+    return np.asarray(attention, dtype=np.float32)
+
+
+def _on_model(xp, array: np.ndarray, device: Any) -> Array:
+    """A host numpy array (indices, tokens, scores) as the model's kind of array on its device."""
+    return xp.asarray(np.ascontiguousarray(array), device=device)
 
 
 def gnmt_coverage_penalty(attention: np.ndarray, beta: float) -> float:
@@ -501,12 +527,12 @@ def _inference_mode(src: Array) -> ContextManager:
     return contextlib.nullcontext()
 
 
-def _extend(xp, history: Array | None, rows: Array | slice, attention: Array | None) -> Array | None:
+def _extend(history: np.ndarray | None, rows: np.ndarray | slice, attention: np.ndarray | None) -> np.ndarray | None:
     """The attention rows so far of ``rows``, with this step's appended: history (n, t, src_len) and
     attention (n, src_len) -> (len(rows), t+1, src_len). None for a model without attention."""
     if history is None or attention is None:
         return None
-    return xp.concat([history[rows], attention[rows][:, None, :]], axis=1)
+    return np.concatenate([history[rows], attention[rows][:, None, :]], axis=1)
 
 
 def _force_eos(xp, log_probs: Array, at_limit: list[bool]) -> Array:
