@@ -8,7 +8,8 @@ hypothesis of every sentence still searched), source tokens encoded — and turn
 multiply-adds with ``Seq2Seq.multiply_adds``: the arithmetic the search needed, whatever the toolkit.
 Achieved GFLOP/s against this machine's measured matrix-multiply rate says how much of the time goes
 to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for.
-``--profile`` adds a ``torch.profiler`` table of the operators that take the time (a second pass:
+``--profile`` adds a ``torch.profiler`` table of the operators that take the time and splits the
+time into matrix products, other operators and the time outside operators (a second pass:
 profiling slows the run down); ``--python-profile`` a cProfile table of the Python functions by their
 own time (tokenization, search bookkeeping, tensor calls), the fixed costs that dominate short outputs
 and batches of one sentence (``--batch-size 1``).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -26,24 +28,33 @@ from common import RESULTS, matmul_gflops, timed_translation, write_json
 
 
 class SearchCounter:
-    """Counts the calls search makes to a model's ``encode`` and ``step`` (instance attributes shadow them)."""
+    """Counts the calls search makes to a model's ``encode`` and ``step`` (instance attributes shadow
+    them), and clocks the time spent inside them: the rest of a run is search bookkeeping, batching,
+    tokenization and detokenization."""
 
     def __init__(self, model) -> None:
         self.steps = self.rows = self.source_tokens = self.sentences = 0
         self.source_rows = 0.0  # sum over rows of their padded source length, for the attention terms
+        self.encode_seconds = self.step_seconds = 0.0
         encode, step = model.encode, model.step
 
         def counted_encode(src, src_lengths):
             self.sentences += src.size(0)
             self.source_tokens += int(src_lengths.sum())
-            return encode(src, src_lengths)
+            started = time.perf_counter()
+            result = encode(src, src_lengths)
+            self.encode_seconds += time.perf_counter() - started
+            return result
 
         def counted_step(prev_tokens, state, memory):
             self.steps += 1
             self.rows += prev_tokens.size(0)
             states = getattr(memory, "inner", memory).states  # a shortlisted model wraps the model's memory
             self.source_rows += prev_tokens.size(0) * states.size(1)
-            return step(prev_tokens, state, memory)
+            started = time.perf_counter()
+            result = step(prev_tokens, state, memory)
+            self.step_seconds += time.perf_counter() - started
+            return result
 
         model.encode, model.step = counted_encode, counted_step
 
@@ -58,7 +69,38 @@ class SearchCounter:
                 "rows_per_sentence": round(self.rows / max(self.sentences, 1), 1),
                 "rows_per_step": round(self.rows / max(self.steps, 1), 1),
                 "mflop_per_sentence": round(2 * macs / max(self.sentences, 1) / 1e6, 1),
-                "gflops": round(2 * macs / seconds / 1e9, 1)}
+                "gflops": round(2 * macs / seconds / 1e9, 1),
+                **self.time_split(seconds)}
+
+    def time_split(self, seconds: float) -> dict:
+        """Milliseconds per sentence inside the model's encode, inside its steps, and outside the model
+        (search bookkeeping, batching, tokenization, detokenization), of a run of ``seconds``."""
+        outside = seconds - self.encode_seconds - self.step_seconds
+        per_sentence = 1e3 / max(self.sentences, 1)
+        return {"encode_ms_per_sentence": round(self.encode_seconds * per_sentence, 3),
+                "step_ms_per_sentence": round(self.step_seconds * per_sentence, 3),
+                "outside_model_ms_per_sentence": round(outside * per_sentence, 3),
+                "outside_model_share": round(outside / seconds, 3)}
+
+
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation", "aten::baddbmm")
+
+
+def time_breakdown(averages, seconds: float, sentences: int) -> dict:
+    """Where a profiled run's wall time went, per sentence: matrix products (the arithmetic that
+    any decoder of this model does), the other operators (element-wise work, softmax, top-k,
+    indexing, copies, allocation), and the time outside every operator (Python: search bookkeeping,
+    module calls, tokenization, detokenization; and the profiler's own overhead, which inflates this
+    share). ``averages``: ``torch.profiler``'s ``key_averages()``, whose self times add up to the
+    time spent inside operators on the calling thread."""
+    products = sum(event.self_cpu_time_total for event in averages if event.key in MATRIX_PRODUCTS) / 1e6
+    operators = sum(event.self_cpu_time_total for event in averages) / 1e6
+    calls = sum(event.count for event in averages)
+    parts = {"matrix products": products, "other operators": operators - products,
+             "outside operators (Python, profiler)": max(seconds - operators, 0.0)}
+    return {"profiled_seconds": round(seconds, 2), "operator_calls_per_sentence, nested included": round(calls / sentences, 1),
+            **{f"{name}, ms per sentence": round(1e3 * value / sentences, 3) for name, value in parts.items()},
+            **{f"{name}, share": round(value / seconds, 3) for name, value in parts.items()}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,11 +146,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
+        started = time.perf_counter()
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             translator.translate(sources, beam=args.beam)
-        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        profiled_seconds = time.perf_counter() - started
+        averages = profiler.key_averages()
+        table = averages.table(sort_by="self_cpu_time_total", row_limit=15)
         print(table)
         report["profile"] = table
+        report["time_breakdown"] = time_breakdown(averages, profiled_seconds, len(sources))
+        print(json.dumps(report["time_breakdown"], indent=1))
     if args.python_profile:
         import cProfile
         import io

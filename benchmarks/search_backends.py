@@ -1,27 +1,43 @@
-"""Did searching through the array API (torch tensors or numpy arrays, attnmt.search) slow the PyTorch
-path? Decoding speed of whichever attnmt comes first on sys.path, so that two trees can be compared
-one after the other on one model:
+"""Decoding speed of whichever attnmt comes first on sys.path, so that two trees of the search code
+can be compared one after the other on one model (first asked for the array-API search: did
+searching on torch tensors or numpy arrays slow the PyTorch path? then for the search bookkeeping
+moved to numpy on the host):
 
     PYTHONPATH=/tmp/before/src python benchmarks/search_backends.py MODEL --label before >> out.jsonl
     python benchmarks/search_backends.py MODEL --label after >> out.jsonl
 
 test_2016_flickr (source side): greedy and beam 5, in batches of 64 (1,000 sentences) and of one
-sentence (the first 150), fp32, after a warm-up; one JSON line of sentences/s per run.
+sentence (the first 150), fp32, after a warm-up; one JSON line of sentences/s per run, with a digest
+of each setting's translations (text, score, attention) so that two trees can be shown to give the
+same output.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from common import multi30k_dir
 
 import attnmt
 from attnmt.data.corpus import read_lines
 from attnmt.translator import Translator
+
+
+def digest(translations) -> str:
+    """A short hash of the translations' texts, scores and attention matrices (scores to 5 decimals,
+    attention to 4), equal for two runs that give the same output."""
+    content = hashlib.sha1()
+    for translation in translations:
+        content.update(f"{translation.text}\t{translation.score:.5f}\n".encode())
+        if translation.attention is not None:
+            content.update(np.round(translation.attention, 4).tobytes())
+    return content.hexdigest()[:12]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,8 +55,9 @@ def main(argv: list[str] | None = None) -> None:
         translator.config.decode.batch_size = batch_size
         translator.translate(sources[:16], beam=beam)
         started = time.perf_counter()
-        translator.translate(sources[:count], beam=beam)
+        translations = translator.translate(sources[:count], beam=beam)
         row[f"beam{beam}_batch{batch_size}"] = round(count / (time.perf_counter() - started), 1)
+        row[f"beam{beam}_batch{batch_size}_digest"] = digest(translations)
     print(json.dumps(row), flush=True)
 
 

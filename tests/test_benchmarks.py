@@ -73,6 +73,11 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
     beam = script.main(argv + ["--beam", "3", "--out", str(tmp_path / "beam.json")])
     assert beam["hypothesis_rows"] > greedy["hypothesis_rows"]
     assert beam["mflop_per_sentence"] > greedy["mflop_per_sentence"] > 0
+    for report in (greedy, beam):  # the clocked parts add up to the run's time
+        parts = ("encode_ms_per_sentence", "step_ms_per_sentence", "outside_model_ms_per_sentence")
+        assert all(report[part] > 0 for part in parts)
+        rounding = 1e3 * 0.005 / report["sentences"] + 0.002  # "seconds" is rounded to 0.01, each part to 0.001 ms
+        assert sum(report[part] for part in parts) == pytest.approx(1e3 * report["seconds"] / report["sentences"], abs=rounding)
 
 
 def test_decode_profile_counts_a_shortlisted_model_as_the_model_itself(toy_model_dir, tmp_path):
