@@ -435,7 +435,7 @@ def _settled(ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alp
     """(n,) bool: the stopping rule of the module docstring; ``length``: the live hypotheses' length."""
     size = ranked.log_probs.shape[1]
     kept_worst = np.array([_kth_best_score(pool, size) for pool in finished], dtype=np.float32)  # (n,); -inf: fewer than size
-    best_live = ranked.log_probs[:, 0] / np.float32(gnmt_length_penalty(length, alpha))  # (n,)
+    best_live = ranked.log_probs[:, 0] / ranked.log_probs.dtype.type(gnmt_length_penalty(length, alpha))  # (n,)
     return ~ranked.greedy_live & (best_live <= kept_worst)
 
 
@@ -486,6 +486,9 @@ def _hypotheses(
 def _host(array: Array) -> np.ndarray:
     """``array`` as a numpy array on the host (a torch tensor leaves its device; numpy stays as it is)."""
     if is_torch_array(array):
+        import torch  # loaded already: array is a torch tensor
+
+        array = array.float() if array.dtype == torch.bfloat16 else array  # numpy has no bfloat16; exact
         return array.detach().cpu().numpy()
     return np.asarray(array)
 
