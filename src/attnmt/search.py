@@ -495,11 +495,7 @@ def _host(array: Array) -> np.ndarray:
 
 def _host_attention(attention: Array | None) -> np.ndarray | None:
     """A step's attention (rows, src_len) as float32 on the host (bf16 under autocast included), or None."""
-    if attention is None:
-        return None
-    if is_torch_array(attention):
-        return attention.detach().float().cpu().numpy()
-    return np.asarray(attention, dtype=np.float32)
+    return None if attention is None else _host(attention).astype(np.float32, copy=False)
 
 
 def _on_model(xp, array: np.ndarray, device: Any) -> Array:
