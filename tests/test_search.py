@@ -410,6 +410,60 @@ def test_a_model_without_attention_is_searched_the_same_way(table, batch, alpha,
             assert all(h.attention is None for h in found_without)
 
 
+class PartOfTheVocabulary:
+    """A model that scores only the target ids ``tokens`` (as a shortlist does): ``step`` returns one
+    column per id of ``output_tokens``."""
+
+    def __init__(self, inner: TableModel, tokens: list[int]) -> None:
+        self.inner, self.tokens = inner, torch.tensor(tokens)
+
+    def encode(self, src, src_lengths):
+        return self.inner.encode(src, src_lengths)
+
+    def step(self, prev_tokens, state, memory):
+        assert set(prev_tokens.tolist()) <= set(self.tokens.tolist()) | {BOS_ID}  # target ids, not columns
+        log_probs, state, attention = self.inner.step(prev_tokens, state, memory)
+        return log_probs[:, self.tokens], state, attention  # (batch, len(tokens))
+
+    def output_tokens(self, memory) -> torch.Tensor:
+        return self.tokens
+
+
+def only(table: Table, tokens: list[int]) -> Table:
+    """``table`` with -inf outside ``tokens``."""
+    return lambda key, prefix: [p if token in tokens else -math.inf for token, p in enumerate(table(key, prefix))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(table=random_tables, batch=batches, alpha=alphas, beam_size=st.integers(1, 3),
+       others=st.sets(st.sampled_from([A, B, C]), min_size=1))
+def test_a_model_scoring_part_of_the_vocabulary_is_searched_as_one_with_minus_infinity_elsewhere(
+        table, batch, alpha, beam_size, others):
+    """Columns are mapped to target ids: the same hypotheses as the full vocabulary with every id
+    outside the part at -inf, EOS forced at the max length included, and no id outside ever produced."""
+    tokens = sorted(others | {EOS_ID})
+    src, src_lengths, max_lengths = search_inputs(batch)
+    for search in (
+        lambda model: greedy_search(model, src, src_lengths, max_lengths),
+        lambda model: beam_search(model, src, src_lengths, max_lengths, beam_size, beam_size, alpha),
+    ):
+        part = search(PartOfTheVocabulary(TableModel(table), tokens))
+        full = search(TableModel(only(table, tokens)))
+        for found_part, found_full in zip(part, full):
+            assert [(h.tokens, h.score, h.log_prob) for h in found_part] == [
+                (h.tokens, h.score, h.log_prob) for h in found_full]
+            assert all(np.array_equal(a.attention, b.attention) for a, b in zip(found_part, found_full))
+    samples = sample_search(PartOfTheVocabulary(TableModel(table), tokens), src, src_lengths, max_lengths, n_samples=3,
+                            generator=torch.Generator().manual_seed(0))
+    assert {token for found in samples for h in found for token in h.tokens} <= set(tokens)
+
+
+def test_a_model_whose_output_tokens_lack_eos_is_refused():
+    src, src_lengths = sources([3])
+    with pytest.raises(ValueError, match="</s>"):
+        greedy_search(PartOfTheVocabulary(TableModel(BEAM_BEATS_GREEDY), [A, B]), src, src_lengths, torch.tensor([4]))
+
+
 # --- the real model ---------------------------------------------------------------------------------
 
 

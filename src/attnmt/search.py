@@ -43,6 +43,10 @@ one that left source tokens unattended ranks lower. Live hypotheses are still ra
 log-probabilities; the penalty, never positive, only lowers finished scores, so the stopping rule
 stays as it is.
 
+A model may score only part of the vocabulary (a shortlist, attnmt.model.shortlist): its ``step``
+then returns one column per target id of its ``output_tokens``, and search ranks, chooses and forces
+EOS among those columns, mapping the chosen ones back to target ids on the host.
+
 Sampling (``sample_search``) draws each token from the model's distribution instead, several samples
 per sentence decoded as one batch, as greedy search decodes one path.
 """
@@ -113,8 +117,33 @@ class StepModel(Protocol[MemoryT, StateT]):
         ...
 
     def step(self, prev_tokens: Array, state: StateT, memory: MemoryT) -> tuple[Array, StateT, Array | None]:
-        """prev_tokens: (batch,) -> log_probs (batch, vocab), next state, attention (batch, src_len) or None."""
+        """prev_tokens: (batch,) -> log_probs (batch, vocab), next state, attention (batch, src_len) or None.
+        A model that scores only part of the vocabulary (a shortlist) returns log_probs (batch, columns)
+        and says which target id each column is with ``output_tokens``."""
         ...
+
+
+def output_tokens(model: StepModel[MemoryT, StateT], memory: MemoryT) -> np.ndarray | None:
+    """The target id of each column of ``model.step``'s log-probabilities for a batch encoded into
+    ``memory``, sorted, as a host array (columns,) — for a model that has ``output_tokens(memory)``
+    (attnmt.model.shortlist) — or None: column i is target id i. The ids must include EOS."""
+    method = getattr(model, "output_tokens", None)
+    if method is None:
+        return None
+    tokens = _host(method(memory)).astype(np.int64, copy=False)
+    if not (tokens == EOS_ID).any():
+        raise ValueError("a model's output tokens must include </s>: search could never end a hypothesis")
+    return tokens
+
+
+def _eos_column(columns: np.ndarray | None) -> int:
+    """The column of EOS in a step's log-probabilities."""
+    return EOS_ID if columns is None else int(np.flatnonzero(columns == EOS_ID)[0])
+
+
+def _as_tokens(columns: np.ndarray | None, chosen: np.ndarray) -> np.ndarray:
+    """Chosen columns of a step's log-probabilities (host, any shape) as target ids."""
+    return chosen if columns is None else columns[chosen]
 
 
 def gnmt_length_penalty(length: int, alpha: float) -> float:
@@ -194,6 +223,8 @@ def _one_path_search(
     paths' tokens, log-probabilities and attention rows are kept on the host, in numpy."""
     xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
+    columns = output_tokens(model, memory)  # (columns,) target ids, or None: the whole vocabulary
+    eos_column = _eos_column(columns)
     batch, device = src.shape[0], _device(src)
     if copies > 1:  # row = sentence * copies + copy
         expand = xp.repeat(xp.arange(batch, device=device), copies)  # (batch*copies,)
@@ -207,10 +238,11 @@ def _one_path_search(
     results: list[Hypothesis | None] = [None] * len(rows)
     for t in itertools.count():
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
-        log_probs = _force_eos(xp, log_probs, [limits[row // copies] <= t for row in rows])
-        prev_tokens = choose(log_probs)  # (n,)
-        chosen_log_prob = xp.take_along_axis(log_probs, prev_tokens[:, None], axis=1)[:, 0]  # (n,)
-        chosen = _host(prev_tokens)
+        log_probs = _force_eos(xp, log_probs, [limits[row // copies] <= t for row in rows], eos_column)
+        chosen_columns = choose(log_probs)  # (n,)
+        chosen_log_prob = xp.take_along_axis(log_probs, chosen_columns[:, None], axis=1)[:, 0]  # (n,)
+        chosen = _as_tokens(columns, _host(chosen_columns))  # (n,) target ids
+        prev_tokens = chosen_columns if columns is None else _on_model(xp, chosen, device)
         log_prob = log_prob + _host(chosen_log_prob)
         tokens = np.concatenate([tokens, chosen[:, None]], axis=1)  # (n, t+1)
         attention_rows = _extend(attention_rows, slice(None), _host_attention(attention))  # (n, t+1, src_len)
@@ -271,6 +303,8 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
                  beam_size: int, n_best: int, length_penalty: float, coverage_penalty: float) -> list[list[Hypothesis]]:
     xp = array_namespace(src)
     memory, state = model.encode(src, src_lengths)
+    columns = output_tokens(model, memory)  # (columns,) target ids, or None: the whole vocabulary
+    eos_column = _eos_column(columns)
     batch, device = src.shape[0], _device(src)
     beams = _Beams.start(batch, beam_size, src.shape[1])
     lengths, limits = src_lengths.tolist(), max_lengths.tolist()
@@ -285,8 +319,8 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
             log_probs, state, attention = model.step(_on_model(xp, beams.last_tokens(), device), state, memory)
             # log_probs: (n*beam, vocab)
         at_limit = np.array([limits[s] <= t for s in beams.sentences], dtype=bool)  # (n,)
-        log_probs = _force_eos(xp, log_probs, np.repeat(at_limit, beam_size).tolist())
-        ranked = _rank(xp, beams, log_probs)
+        log_probs = _force_eos(xp, log_probs, np.repeat(at_limit, beam_size).tolist(), eos_column)
+        ranked = _rank(xp, beams, log_probs, columns)
         attention = _host_attention(attention)  # (n*beam, src_len) or None
         _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
         pools = [finished[s] for s in beams.sentences]
@@ -374,10 +408,11 @@ class _Ranked:
     endings: list[tuple[int, int, float]]  # (active sentence, slot, total log-prob incl. EOS)
 
 
-def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
+def _rank(xp, beams: _Beams, log_probs: Array, columns: np.ndarray | None) -> _Ranked:
     """Steps 1-3 of the module docstring. log_probs: (n*size, vocab), this step's, EOS forced, in the
     model's arrays: the sums, top-k and the greedy path's argmax over the vocabulary run there; what
-    follows, on the 2 * size candidates of each sentence, in numpy."""
+    follows, on the 2 * size candidates of each sentence, in numpy. ``columns``: the target id of each
+    column of log_probs (``output_tokens``), or None."""
     n, size = beams.log_probs.shape
     vocab, device = log_probs.shape[1], _device(log_probs)
     log_probs = xp.reshape(log_probs, (n, size, vocab))
@@ -387,7 +422,8 @@ def _rank(xp, beams: _Beams, log_probs: Array) -> _Ranked:
     greedy_token = xp.argmax(log_probs[sentence, slot], axis=-1)  # (n,) the argmax greedy_search takes
     greedy_total = totals[sentence, slot, greedy_token]  # (n,)
     scores, ids, greedy_token, greedy_total = (_host(x) for x in (scores, ids, greedy_token, greedy_total))
-    slots, tokens = ids // vocab, ids % vocab
+    slots, tokens = ids // vocab, _as_tokens(columns, ids % vocab)
+    greedy_token = _as_tokens(columns, greedy_token)
     is_eos = tokens == EOS_ID
     ends = is_eos[:, :size] & (scores[:, :size] > NEG_INF)  # (n, size) EOS ranked within the best `size`
     endings = zip(np.nonzero(ends)[0].tolist(), slots[:, :size][ends].tolist(), scores[:, :size][ends].tolist())
@@ -534,10 +570,11 @@ def _extend(history: np.ndarray | None, rows: np.ndarray | slice, attention: np.
     return np.concatenate([history[rows], attention[rows][:, None, :]], axis=1)
 
 
-def _force_eos(xp, log_probs: Array, at_limit: list[bool]) -> Array:
-    """Rows whose hypotheses reached their max length may only end. log_probs: (rows, vocab)."""
+def _force_eos(xp, log_probs: Array, at_limit: list[bool], eos_column: int = EOS_ID) -> Array:
+    """Rows whose hypotheses reached their max length may only end. log_probs: (rows, vocab), EOS in
+    ``eos_column``."""
     if not any(at_limit):
         return log_probs
     rows = xp.asarray(at_limit, device=_device(log_probs))[:, None]  # (rows, 1)
-    not_eos = xp.arange(log_probs.shape[1], device=_device(log_probs)) != EOS_ID  # (vocab,)
+    not_eos = xp.arange(log_probs.shape[1], device=_device(log_probs)) != eos_column  # (vocab,)
     return xp.where(rows & not_eos, xp.asarray(NEG_INF, dtype=log_probs.dtype, device=_device(log_probs)), log_probs)

@@ -4,8 +4,8 @@ the union of its source pieces' lists and the most frequent target pieces, so ea
 by a few hundred rows of the output matrix instead of all of them.
 
 ``Shortlist`` is the table; ``Shortlisted`` wraps a model as one more model of the step protocol,
-whose log-probabilities are -inf outside the batch's shortlist (the softmax is taken over the
-shortlist alone). A shortlist of every target piece decodes exactly as the full vocabulary.
+whose log-probabilities cover the batch's shortlist alone (the softmax is taken over it; search maps
+their columns to target ids with ``output_tokens``, so no step touches the rest of the vocabulary). A shortlist of every target piece decodes exactly as the full vocabulary.
 How the table is built from data is attnmt.apps.shortlist (``attnmt shortlist``).
 """
 
@@ -60,7 +60,6 @@ class Shortlisted(nn.Module):
         # the output matrix: the layer's own for a float model, dequantized once for an int8 one
         self.output_weight = _output_weight(model.output_layer)  # (trg_vocab, attentional)
         self.output_bias = _output_bias(model.output_layer)
-        self.vocab_size = self.output_weight.size(0)
 
     @property
     def has_attention(self) -> bool:
@@ -76,13 +75,16 @@ class Shortlisted(nn.Module):
         return ShortlistMemory(memory, allowed, self.output_weight.index_select(0, allowed), bias), state
 
     def step(self, prev_tokens: Tensor, state, memory: ShortlistMemory) -> tuple[Tensor, object, Tensor | None]:
-        """prev_tokens (batch,) -> log_probs (batch, trg_vocab), -inf outside the shortlist."""
+        """prev_tokens (batch,) target ids -> log_probs (batch, n_allowed) over the batch's shortlist
+        only, column i being target id ``memory.allowed[i]`` (``output_tokens``): search ranks and
+        chooses among these columns and never touches the rest of the vocabulary."""
         attentional, state, weights = self.model.attentional_step(prev_tokens, state, memory.inner)
         logits = F.linear(attentional, memory.weight, memory.bias)  # (batch, n_allowed)
-        short = torch.log_softmax(logits.float(), dim=-1)  # (batch, n_allowed)
-        log_probs = short.new_full((short.size(0), self.vocab_size), float("-inf"))
-        log_probs[:, memory.allowed] = short  # (batch, trg_vocab)
-        return log_probs, state, weights
+        return torch.log_softmax(logits.float(), dim=-1), state, weights  # (batch, n_allowed)
+
+    def output_tokens(self, memory: ShortlistMemory) -> Tensor:
+        """(n_allowed,) the sorted target id of each column of ``step``'s log-probabilities."""
+        return memory.allowed
 
     def forward(self, *args, **kwargs):
         """Teacher forcing (forced decoding, scoring) uses the full vocabulary."""
