@@ -1,7 +1,8 @@
 """Decoding speed of whichever attnmt comes first on sys.path, so that two trees of the search code
 can be compared one after the other on one model (first asked for the array-API search: did
 searching on torch tensors or numpy arrays slow the PyTorch path? then for the search bookkeeping
-moved to numpy on the host):
+moved to numpy on the host; then for the shortlist's log-probabilities over its own columns only,
+``--shortlist``):
 
     PYTHONPATH=/tmp/before/src python benchmarks/search_backends.py MODEL --label before >> out.jsonl
     python benchmarks/search_backends.py MODEL --label after >> out.jsonl
@@ -46,11 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--label", default="")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=multi30k_dir())
+    parser.add_argument("--shortlist", action="store_true", help="decode with the model's shortlist (attnmt shortlist)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    translator = Translator.load(args.model_dir)
+    translator = Translator.load(args.model_dir, shortlist=args.shortlist)
     sources = read_lines(args.data / f"test_2016_flickr.{translator.config.data.src_lang}.gz")
-    row = {"label": args.label, "attnmt": attnmt.__file__}
+    row = {"label": args.label, "attnmt": attnmt.__file__, "shortlist": args.shortlist}
     for beam, batch_size, count in ((1, 64, 1000), (5, 64, 1000), (1, 1, 150), (5, 1, 150)):
         translator.config.decode.batch_size = batch_size
         translator.translate(sources[:16], beam=beam)

@@ -181,3 +181,31 @@ def test_the_onnx_benchmark_compares_the_runtimes_on_the_same_sentences(toy_mode
     exported = [row for row in rows if row["runtime"] == "onnxruntime fp32"]
     assert all(row["identical_to_torch_fp32"] == 1.0 and row["max_log_prob_difference"] < 1e-3 for row in exported)
     assert "| onnxruntime fp32 | beam 5 |" in out.with_suffix(".md").read_text(encoding="utf-8")
+
+
+def test_search_backends_gives_the_same_digests_with_a_shortlist_of_every_piece(toy_model_dir, toy_multi30k, tmp_path,
+                                                                                 capsys):
+    """The digests are what shows two ways of decoding give the same output: a shortlist holding every
+    piece must give the full vocabulary's, setting by setting."""
+    import shutil
+
+    import torch
+
+    from attnmt.store import save_shortlist, tokenizers_digest
+    from attnmt.translator import Translator
+
+    script = load_script("search_backends")
+    model_dir = tmp_path / "model"
+    shutil.copytree(toy_model_dir, model_dir)
+    full = Translator.load(model_dir)
+    src_vocab, trg_vocab = full.src_tokenizer.vocab_size, full.trg_tokenizer.vocab_size
+    save_shortlist(model_dir, torch.arange(trg_vocab).repeat(src_vocab, 1), torch.zeros(0, dtype=torch.long),
+                   tokenizers_digest(full.src_tokenizer, full.trg_tokenizer), {"method": "every piece"})
+    rows = []
+    for extra in ([], ["--shortlist"]):
+        script.main([str(model_dir), "--threads", "1", "--data", str(toy_multi30k), *extra])
+        rows.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    plain, shortlisted = rows
+    assert (plain["shortlist"], shortlisted["shortlist"]) == (False, True)
+    digests = [key for key in plain if key.endswith("_digest")]
+    assert len(digests) == 4 and all(plain[key] == shortlisted[key] for key in digests)
