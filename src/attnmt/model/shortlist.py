@@ -5,7 +5,8 @@ by a few hundred rows of the output matrix instead of all of them.
 
 ``Shortlist`` is the table; ``Shortlisted`` wraps a model as one more model of the step protocol,
 whose log-probabilities cover the batch's shortlist alone (the softmax is taken over it; search maps
-their columns to target ids with ``output_tokens``, so no step touches the rest of the vocabulary). A shortlist of every target piece decodes exactly as the full vocabulary.
+their columns to target ids with ``output_tokens``, so no step touches the rest of the vocabulary).
+A shortlist of every target piece decodes exactly as the full vocabulary.
 How the table is built from data is attnmt.apps.shortlist (``attnmt shortlist``).
 """
 
