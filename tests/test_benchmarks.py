@@ -23,6 +23,24 @@ def load_script(name: str):
     return module
 
 
+def copy_with_every_piece_shortlisted(model_dir: Path, copy: Path) -> Path:
+    """A copy of ``model_dir`` with a shortlist holding every target piece for every source piece:
+    decoding with it must give exactly the full vocabulary's translations."""
+    import shutil
+
+    import torch
+
+    from attnmt.store import save_shortlist, tokenizers_digest
+    from attnmt.translator import Translator
+
+    shutil.copytree(model_dir, copy)
+    full = Translator.load(copy)
+    src_vocab, trg_vocab = full.src_tokenizer.vocab_size, full.trg_tokenizer.vocab_size
+    save_shortlist(copy, torch.arange(trg_vocab).repeat(src_vocab, 1), torch.zeros(0, dtype=torch.long),
+                   tokenizers_digest(full.src_tokenizer, full.trg_tokenizer), {"method": "every piece"})
+    return copy
+
+
 def test_attention_vs_none_trains_both_and_writes_table_json_and_figure(tmp_path, capsys):
     script = load_script("attention_vs_none")
     train_prefix, valid_prefix = write_toy_corpus(tmp_path / "data", n_train=200)
@@ -83,20 +101,8 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
 def test_decode_profile_counts_a_shortlisted_model_as_the_model_itself(toy_model_dir, tmp_path):
     """With --shortlist (here one holding every piece, so the translations are the same) the counter
     sees the same steps and rows through the wrapper."""
-    import shutil
-
-    import torch
-
-    from attnmt.store import save_shortlist, tokenizers_digest
-    from attnmt.translator import Translator
-
     script = load_script("decode_profile")
-    model_dir = tmp_path / "model"
-    shutil.copytree(toy_model_dir, model_dir)
-    full = Translator.load(model_dir)
-    src_vocab, trg_vocab = full.src_tokenizer.vocab_size, full.trg_tokenizer.vocab_size
-    save_shortlist(model_dir, torch.arange(trg_vocab).repeat(src_vocab, 1), torch.zeros(0, dtype=torch.long),
-                   tokenizers_digest(full.src_tokenizer, full.trg_tokenizer), {"method": "every piece"})
+    model_dir = copy_with_every_piece_shortlisted(toy_model_dir, tmp_path / "model")
     (tmp_path / "src.en").write_text("one two three\nfour\nten ten\n", encoding="utf-8")
     argv = [str(model_dir), "--src", str(tmp_path / "src.en"), "--threads", "1", "--no-ceiling", "--beam", "3"]
     plain = script.main(argv + ["--out", str(tmp_path / "plain.json")])
@@ -187,20 +193,8 @@ def test_search_backends_gives_the_same_digests_with_a_shortlist_of_every_piece(
                                                                                  capsys):
     """The digests are what shows two ways of decoding give the same output: a shortlist holding every
     piece must give the full vocabulary's, setting by setting."""
-    import shutil
-
-    import torch
-
-    from attnmt.store import save_shortlist, tokenizers_digest
-    from attnmt.translator import Translator
-
     script = load_script("search_backends")
-    model_dir = tmp_path / "model"
-    shutil.copytree(toy_model_dir, model_dir)
-    full = Translator.load(model_dir)
-    src_vocab, trg_vocab = full.src_tokenizer.vocab_size, full.trg_tokenizer.vocab_size
-    save_shortlist(model_dir, torch.arange(trg_vocab).repeat(src_vocab, 1), torch.zeros(0, dtype=torch.long),
-                   tokenizers_digest(full.src_tokenizer, full.trg_tokenizer), {"method": "every piece"})
+    model_dir = copy_with_every_piece_shortlisted(toy_model_dir, tmp_path / "model")
     rows = []
     for extra in ([], ["--shortlist"]):
         script.main([str(model_dir), "--threads", "1", "--data", str(toy_multi30k), *extra])
