@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import yaml
 
+from attnmt.decoding import POOL_BATCHES
+
 from common import (
     REPO,
     RESULTS,
@@ -160,6 +162,7 @@ def decode_attnmt(model_dir: Path, sources: list[str], beam: int, threads: int, 
             "sentences_per_second": round(len(sources) / seconds, 1),
             "target_tokens_per_second": round(sum(len(t.tokens) + 1 for t in outputs) / seconds),
             "mean_output_words": round(sum(len(t.text.split()) for t in outputs) / len(outputs), 1),
+            "mean_output_pieces": round(sum(len(t.tokens) for t in outputs) / len(outputs), 1),
             "outputs": [t.text for t in outputs]}
 
 
@@ -242,23 +245,26 @@ def markdown(report: dict) -> str:
                      f"{r['batch_tokens']} tokens ({r['sentences_per_batch']:.0f} sentences) | {r['tokens_per_second']} | "
                      f"{'' if ratio is None else f'{ratio:.2f}'} | {r['gflops']:.1f} | {r['fraction_of_fp32_peak']:.0%} | "
                      f"{r['fraction_of_bf16_peak']:.0%} |")
-    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | words per output | BLEU "
-                  "| same output as Joey |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| decoding test_2016_flickr (1000 sentences) | sentences/s | × Joey | words per output "
+                  "| pieces per output | BLEU | same output as Joey |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for d in report.get("joey_decode", []):
         if "sentences_per_second" in d:
             lines.append(f"| Joey NMT, {search_name(d['beam'])} | "
-                         f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | {d.get('bleu')} | |")
+                         f"{d['sentences_per_second']} | 1.00 | {d['mean_output_words']} | | {d.get('bleu')} | |")
     for d in report["decode"]:
         ratio = report.get("ratios", {}).get("decode", {}).get(decode_key(d))
         same = d.get("same_as_joey")
         lines.append(f"| attnmt, {search_name(d['beam'])}, {d['precision']}{', shortlist' if d.get('shortlist') else ''} | "
                      f"{d['sentences_per_second']} | {'' if ratio is None else f'{ratio:.2f}'} | "
-                     f"{d['mean_output_words']} | {d['bleu']} | {'' if same is None else f'{same:.1%}'} |")
+                     f"{d['mean_output_words']} | {d.get('mean_output_pieces', '')} | {d['bleu']} | "
+                     f"{'' if same is None else f'{same:.1%}'} |")
     if report.get("decode_model"):
         model = report["decode_model"]
         lines += ["", f"Both toolkits decode the same weights: attnmt's Joey-architecture model after {model['steps']} "
                       f"training steps ({model['precision']}, {model['batch_tokens']} tokens a batch), written as a "
-                      "Joey NMT model by benchmarks/joey_export.py; batches of 64 sentences"
+                      "Joey NMT model by benchmarks/joey_export.py; batches of 64 sentences (attnmt steps 64 "
+                      f"sentences at a time, waiting ones of a pool of {POOL_BATCHES} batches taking the rows of "
+                      "those done)"
                       + (f"; both stop an output at {report['decode_max_output_length']} tokens (Joey's "
                          "testing.max_output_length)." if report.get("decode_max_output_length") else ".")]
     return "\n".join(lines) + "\n"

@@ -42,6 +42,9 @@ class TableState:
     def reorder(self, indices: torch.Tensor) -> "TableState":
         return TableState(tuple(self.prefixes[i] for i in indices.tolist()))
 
+    def concat(self, other: "TableState") -> "TableState":
+        return TableState(self.prefixes + other.prefixes)
+
 
 def fake_attention(mask: torch.Tensor, step: int, prev_token: int) -> torch.Tensor:
     """(src_len,) weights that change from step to step, zero on padding, summing to 1."""
@@ -392,6 +395,57 @@ def test_a_batch_gives_what_each_sentence_gives_alone(table, batch, beam_size):
                 torch.testing.assert_close(torch.from_numpy(h.attention), expected_attention(src[sentence], h.tokens))
 
 
+@settings(max_examples=80, deadline=None)
+@given(table=random_tables, batch=st.lists(st.tuples(st.integers(2, 6), st.integers(0, 5)), min_size=1, max_size=10),
+       width=st.integers(1, 10), with_attention=st.booleans(),
+       on_numpy=st.booleans(), beam_size=st.integers(1, 3), alpha=alphas)
+def test_searching_part_of_the_batch_at_a_time_finds_the_same_translations(
+        table, batch, width, with_attention, on_numpy, beam_size, alpha):
+    """With ``width``, at most that many sentences are searched at once and waiting ones take the rows
+    of those that are done: each sentence gets what searching the whole batch gives it (tokens, scores,
+    attention), greedy computes each of its steps once, and no step has more rows than width allows."""
+    inputs = search_inputs(batch)
+    table_model = TableModel(lambda key, prefix: table(10 + (key - 10) % MAX_SENTENCES, prefix), with_attention)
+    model = table_model
+    if on_numpy:
+        model = NumpyTableModel(table)
+        model.model = table_model
+        inputs = tuple(x.numpy() for x in inputs)
+    for search, rows_per_sentence in (
+        (lambda m, **w: greedy_search(m, *inputs, **w), 1),
+        (lambda m, **w: beam_search(m, *inputs, beam_size, beam_size, alpha, **w), beam_size),
+    ):
+        whole = search(model)
+        table_model.step_batch_sizes.clear()
+        part = search(model, width=width)
+        assert max(table_model.step_batch_sizes) <= width * rows_per_sentence
+        if rows_per_sentence == 1:
+            assert sum(table_model.step_batch_sizes) == sum(len(g.tokens) + 1 for [g] in whole)
+        for found_whole, found_part in zip(whole, part):
+            assert [h.tokens for h in found_part] == [h.tokens for h in found_whole]
+            assert [h.log_prob for h in found_part] == pytest.approx([h.log_prob for h in found_whole], abs=1e-6)
+            assert [h.score for h in found_part] == pytest.approx([h.score for h in found_whole], abs=1e-6)
+            for w, p in zip(found_whole, found_part):
+                assert (p.attention is None) == (w.attention is None) == (not with_attention)
+                if with_attention:
+                    assert np.array_equal(p.attention, w.attention)
+
+
+def test_greedy_gives_the_rows_of_ended_sentences_to_waiting_ones():
+    """Three sentences end at once, the first runs to its limit: two rows stay busy while any wait,
+    where a batch of two would leave one row busy for the first sentence's whole length."""
+
+    def first_runs_on(key: int, prefix: tuple[int, ...]) -> list[float]:
+        probs = {A: 0.9, EOS_ID: 0.1} if key == 10 else {EOS_ID: 1.0}
+        return [math.log(probs[token]) if token in probs else -math.inf for token in range(VOCAB)]
+
+    src, src_lengths = sources([3, 3, 3, 3])
+    model = TableModel(first_runs_on)
+    found = greedy_search(model, src, src_lengths, torch.tensor([5, 5, 5, 5]), width=2)
+    assert [h.tokens for [h] in found] == [[A] * 5, [], [], []]
+    assert model.step_batch_sizes == [2, 2, 2, 1, 1, 1]
+
+
 @settings(max_examples=40, deadline=None)
 @given(table=random_tables, batch=batches, alpha=alphas, beam_size=st.integers(1, 3))
 def test_a_model_without_attention_is_searched_the_same_way(table, batch, alpha, beam_size):
@@ -615,6 +669,9 @@ class NumpyReordered:
         assert isinstance(indices, np.ndarray)
         return NumpyReordered(self.inner.reorder(torch.from_numpy(indices)))
 
+    def concat(self, other: "NumpyReordered") -> "NumpyReordered":
+        return NumpyReordered(self.inner.concat(other.inner))
+
 
 class NumpyTableModel:
     """The same table on numpy arrays, as a model exported to ONNX is searched (attnmt.export)."""
@@ -629,7 +686,7 @@ class NumpyTableModel:
     def step(self, prev_tokens: np.ndarray, state: NumpyReordered, memory: NumpyReordered):
         assert isinstance(prev_tokens, np.ndarray) and prev_tokens.dtype == np.int64
         log_probs, state, attention = self.model.step(torch.from_numpy(prev_tokens), state.inner, memory.inner)
-        return log_probs.float().numpy(), NumpyReordered(state), attention.numpy()
+        return log_probs.float().numpy(), NumpyReordered(state), None if attention is None else attention.numpy()
 
 
 @settings(max_examples=80, deadline=None)

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 ArrayMaker = Callable[[np.ndarray], Any]  # a padded numpy batch -> the model's input array (tensor)
 
+# Search encodes this many batches at once and steps one batch's worth of sentences at a time, the
+# rows of done sentences going to waiting ones (the width of search.greedy_search and beam_search,
+# continuous batching): see docs/performance.md. Sampling keeps to one batch.
+POOL_BATCHES = 8
 SENTENCE_END = tuple(".!?;。！？…؟।")
 
 
@@ -53,7 +57,9 @@ def decode_ids(
     if decode.sampling and generator is None:
         raise ValueError("sampling needs a random generator (attnmt.runtime.sampling_generator)")
     results: list[list[Hypothesis]] = [[] for _ in src_ids]
-    for indices in sentence_batches([len(ids) for ids in src_ids], decode.batch_size):
+    # search steps decode.batch_size sentences of a pool of POOL_BATCHES batches at a time
+    pool = decode.batch_size * (1 if decode.sampling else POOL_BATCHES)
+    for indices in sentence_batches([len(ids) for ids in src_ids], pool):
         src_array, lengths_array = source_arrays([src_ids[i] for i in indices])  # (batch, src_len), (batch,)
         src, src_lengths = as_input(src_array), as_input(lengths_array)
         max_lengths = max_target_lengths(lengths_array, decode)
@@ -61,10 +67,11 @@ def decode_ids(
             found = sample_search(model, src, src_lengths, max_lengths, decode.n_best, decode.temperature,
                                   decode.top_k, decode.top_p, generator)
         elif decode.beam_size <= 1:
-            found = greedy_search(model, src, src_lengths, max_lengths)
+            found = greedy_search(model, src, src_lengths, max_lengths, width=decode.batch_size)
         else:
             found = beam_search(model, src, src_lengths, max_lengths, decode.beam_size, n_best=decode.n_best,
-                                length_penalty=decode.length_penalty, coverage_penalty=decode.coverage_penalty)
+                                length_penalty=decode.length_penalty, coverage_penalty=decode.coverage_penalty,
+                                width=decode.batch_size)
         for position, hypotheses in zip(indices, found):
             results[position] = hypotheses
     return results

@@ -1,9 +1,10 @@
 """Greedy search, beam search and sampling over any model that follows the step protocol.
 
 Search sees a model only through :class:`StepModel`: ``encode`` once, then ``step`` one target token
-at a time. It reorders the model's memory and state with their ``reorder(indices)`` and never looks
-inside them. Every hypothesis carries the attention rows the model returned along its path (none for
-a model without attention, whose ``step`` returns None for them).
+at a time. It reorders the model's memory and state with their ``reorder(indices)``, joins two
+states' rows with ``concat`` and never looks inside them. Every hypothesis carries the attention rows
+the model returned along its path (none for a model without attention, whose ``step`` returns None
+for them).
 
 Beam search keeps ``beam_size`` slots per sentence, all sentences of a batch flattened into rows
 (sentence-major: row = sentence * beam_size + slot). At each step:
@@ -34,7 +35,9 @@ length, so, like Hugging Face's default, we accept this for every path but the g
 wait for (it has usually ended by then). Stopping at ``beam_size`` finished hypotheses, as
 fairseq does, would also drop live hypotheses that already score better than a kept one.
 Done sentences leave the batch (their rows are dropped from memory and state), so a long sentence
-does not make the short ones cost steps.
+does not make the short ones cost steps. Search can also step a part of a larger batch at a time
+and give the rows of done sentences to waiting ones (``width``, continuous batching): then a long
+sentence does not cost whole steps of its own at the end of the batch either.
 
 Scores use the GNMT length penalty lp(len) = ((5 + len) / 6) ** alpha, len counting EOS (Wu et al.,
 2016); alpha = 0 ranks by raw log-probability. With a coverage penalty beta > 0, a finished hypothesis
@@ -55,7 +58,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Protocol, Self, TypeVar
 
@@ -96,6 +98,10 @@ class SearchState(Protocol):
 
     def reorder(self, indices: Array) -> Self:
         """Rows ``indices`` (batch dim, may repeat) of every array."""
+        ...
+
+    def concat(self, other: Self) -> Self:
+        """The rows of ``self`` followed by those of ``other`` (the same model's state)."""
         ...
 
 
@@ -152,18 +158,21 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
 
 
 def greedy_search(
-    model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array
+    model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array, width: int | None = None,
 ) -> list[list[Hypothesis]]:
     """The most probable next token at every step, for a batch of sentences at once.
 
     src: (batch, src_len) padded ids, each row ending in EOS; src_lengths, max_lengths: (batch,), the
     latter in target tokens without EOS (EOS is forced after that many). Sentences leave the batch as
-    they end. Returns a one-element list per sentence, in batch order; its score is its log-probability.
+    they end; with ``width``, at most that many are stepped at once and waiting ones take the rows of
+    those that end (all are encoded at once). Returns a one-element list per sentence, in batch order;
+    its score is its log-probability.
     """
     xp = array_namespace(src)
     with _inference_mode(src):
         return _one_path_search(model, src, src_lengths, max_lengths, copies=1,
-                                choose=lambda log_probs: xp.astype(xp.argmax(log_probs, axis=-1), xp.int64))
+                                choose=lambda log_probs: xp.astype(xp.argmax(log_probs, axis=-1), xp.int64),
+                                width=width)
 
 
 def sample_search(
@@ -216,59 +225,126 @@ def sample_tokens(log_probs: torch.Tensor, temperature: float = 1.0, top_k: int 
 
 def _one_path_search(
     model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array, copies: int,
-    choose: Callable[[Array], Array],
+    choose: Callable[[Array], Array], width: int | None = None,
 ) -> list[list[Hypothesis]]:
     """``copies`` paths per sentence, each extended by the token ``choose`` picks from the step's
     log-probabilities (rows, vocab) -> (rows,): greedy search (argmax, one copy) or sampling. The
-    paths' tokens, log-probabilities and attention rows are kept on the host, in numpy."""
+    paths' tokens, log-probabilities and attention rows are kept on the host, in numpy.
+
+    All sentences are encoded at once, but at most ``width`` paths (default: all) are stepped at a
+    time, in order: when paths end, waiting ones take their rows at the next step (continuous
+    batching), so steps stay full until the last paths start, instead of a few long paths costing
+    whole steps of their own at the end of every batch."""
     xp = array_namespace(src)
-    memory, state = model.encode(src, src_lengths)
-    columns = output_tokens(model, memory)  # (columns,) target ids, or None: the whole vocabulary
-    eos_column = _eos_column(columns)
     batch, device = src.shape[0], _device(src)
-    if copies > 1:  # row = sentence * copies + copy
-        expand = xp.repeat(xp.arange(batch, device=device), copies)  # (batch*copies,)
-        memory, state = memory.reorder(expand), state.reorder(expand)
-    rows = list(range(batch * copies))  # each active row's path
-    lengths, limits = src_lengths.tolist(), max_lengths.tolist()
-    prev_tokens = xp.full((len(rows),), BOS_ID, dtype=xp.int64, device=device)
-    log_prob = np.zeros(len(rows), dtype=np.float32)
-    tokens = np.zeros((len(rows), 0), dtype=np.int64)  # (n, t)
-    attention_rows: np.ndarray | None = np.zeros((len(rows), 0, src.shape[1]), dtype=np.float32)  # (n, t, src_len)
-    results: list[Hypothesis | None] = [None] * len(rows)
-    for t in itertools.count():
+    n_paths = batch * copies  # path = sentence * copies + copy
+    width = n_paths if width is None else width
+    if width < 1:
+        raise ValueError(f"width must be at least 1, got {width}")
+    if n_paths == 0:
+        return []
+    pool_memory, pool_state = model.encode(src, src_lengths)  # every sentence's, whether stepped yet or not
+    columns = output_tokens(model, pool_memory)  # (columns,) target ids, or None: the whole vocabulary
+    eos_column = _eos_column(columns)
+    lengths, limits = src_lengths.tolist(), np.asarray(max_lengths.tolist(), dtype=np.int64)
+    active = _Paths.start(room=int(limits.max()) + 1, src_len=src.shape[1])
+    state: StateT | None = None
+    layout: np.ndarray | None = None  # (n,) the sentence of each row of ``memory``
+    prev_tokens: Array = xp.zeros((0,), dtype=xp.int64, device=device)
+    results: list[Hypothesis | None] = [None] * n_paths
+    waiting = 0  # the first path not started yet
+    while True:
+        if waiting < n_paths and _refill_due(active.count, width):  # waiting paths take the free rows
+            new = np.arange(waiting, min(n_paths, waiting + width - active.count))  # (m,) paths
+            waiting += new.size
+            fresh = pool_state.reorder(_on_model(xp, new // copies, device))
+            state = fresh if state is None else state.concat(fresh)
+            active = active.admit(new)
+            prev_tokens = xp.concat([prev_tokens, xp.full((new.size,), BOS_ID, dtype=xp.int64, device=device)])
+        if layout is None or not np.array_equal(layout, active.paths // copies):
+            layout = active.paths // copies
+            memory = pool_memory.reorder(_on_model(xp, layout, device))
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
-        log_probs = _force_eos(xp, log_probs, [limits[row // copies] <= t for row in rows], eos_column)
+        log_probs = _force_eos(xp, log_probs, (limits[active.paths // copies] <= active.steps).tolist(), eos_column)
         chosen_columns = choose(log_probs)  # (n,)
         chosen_log_prob = xp.take_along_axis(log_probs, chosen_columns[:, None], axis=1)[:, 0]  # (n,)
         chosen = _as_tokens(columns, _host(chosen_columns))  # (n,) target ids
         prev_tokens = chosen_columns if columns is None else _on_model(xp, chosen, device)
-        log_prob = log_prob + _host(chosen_log_prob)
-        tokens = np.concatenate([tokens, chosen[:, None]], axis=1)  # (n, t+1)
-        attention_rows = _extend(attention_rows, slice(None), _host_attention(attention))  # (n, t+1, src_len)
+        active.record(chosen, _host(chosen_log_prob), _host_attention(attention))
         ended = chosen == EOS_ID
         if not ended.any():
             continue
-        ended_rows = np.flatnonzero(ended)
-        ended_paths = [rows[row] for row in ended_rows.tolist()]
-        hypotheses = _hypotheses(
-            tokens[ended_rows, :-1],
-            log_prob[ended_rows].tolist(),
-            None if attention_rows is None else attention_rows[ended_rows],
-            [lengths[path // copies] for path in ended_paths],
-            alpha=0.0,
-        )
-        for path, hypothesis in zip(ended_paths, hypotheses):
-            results[path] = hypothesis
-        keep = np.flatnonzero(~ended)  # (m,)
-        if keep.size == 0:
+        for row in np.flatnonzero(ended).tolist():
+            path = int(active.paths[row])
+            results[path] = active.hypothesis(row, lengths[path // copies])
+        keep = np.flatnonzero(~ended)  # (m,) rows that go on
+        if keep.size == 0 and waiting == n_paths:
             break
-        rows = [rows[row] for row in keep.tolist()]
-        log_prob, tokens = log_prob[keep], tokens[keep]
-        attention_rows = None if attention_rows is None else attention_rows[keep]
+        active = active.keep(keep)
         keep_rows = _on_model(xp, keep, device)
-        prev_tokens, state, memory = prev_tokens[keep_rows], state.reorder(keep_rows), memory.reorder(keep_rows)
+        prev_tokens, state = prev_tokens[keep_rows], state.reorder(keep_rows)
     return [results[sentence * copies : (sentence + 1) * copies] for sentence in range(batch)]
+
+
+def _refill_due(active: int, width: int) -> bool:
+    """Whether waiting sentences (or paths) should take the free rows now: once a quarter of the
+    ``width`` is free, not at every ending, since each refill gathers every row's memory anew
+    (measured in docs/performance.md)."""
+    return active <= width - max(1, width // 4)
+
+
+@dataclass
+class _Paths:
+    """The paths greedy search or sampling is stepping, one per row, on the host. Each row's tokens and
+    attention rows fill its buffer from the left, ``steps`` of them so far (rows start at different steps)."""
+
+    paths: np.ndarray  # (n,) int64 each row's path
+    steps: np.ndarray  # (n,) int64 tokens chosen so far
+    log_probs: np.ndarray  # (n,) float32 their total log-probability
+    tokens: np.ndarray  # (n, room) int64
+    attention: np.ndarray | None  # (n, room, src_len) float32; None for a model without attention
+
+    @classmethod
+    def start(cls, room: int, src_len: int) -> "_Paths":
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
+                   np.zeros((0, room), dtype=np.int64), np.zeros((0, room, src_len), dtype=np.float32))
+
+    @property
+    def count(self) -> int:
+        return self.paths.size
+
+    def admit(self, paths: np.ndarray) -> "_Paths":
+        """These rows followed by a row for each of ``paths`` (m,), starting empty."""
+        m = paths.size
+        return _Paths(
+            np.concatenate([self.paths, paths]),
+            np.concatenate([self.steps, np.zeros(m, dtype=np.int64)]),
+            np.concatenate([self.log_probs, np.zeros(m, dtype=np.float32)]),
+            np.concatenate([self.tokens, np.zeros((m, *self.tokens.shape[1:]), dtype=np.int64)]),
+            None if self.attention is None
+            else np.concatenate([self.attention, np.zeros((m, *self.attention.shape[1:]), dtype=np.float32)]),
+        )
+
+    def record(self, tokens: np.ndarray, log_probs: np.ndarray, attention: np.ndarray | None) -> None:
+        """Append this step's token (n,), its log-probability (n,) and attention row (n, src_len) or None to every row."""
+        rows = np.arange(self.count)
+        self.tokens[rows, self.steps] = tokens
+        self.log_probs = self.log_probs + log_probs
+        if attention is None:
+            self.attention = None
+        elif self.attention is not None:
+            self.attention[rows, self.steps] = attention
+        self.steps = self.steps + 1
+
+    def hypothesis(self, row: int, src_length: int) -> Hypothesis:
+        """The ended path of ``row`` (its last token EOS), scored by its log-probability."""
+        length = int(self.steps[row])
+        attention = None if self.attention is None else self.attention[row, :length]
+        return _hypothesis(self.tokens[row, : length - 1], float(self.log_probs[row]), attention, src_length, alpha=0.0)
+
+    def keep(self, rows: np.ndarray) -> "_Paths":
+        return _Paths(self.paths[rows], self.steps[rows], self.log_probs[rows], self.tokens[rows],
+                      None if self.attention is None else self.attention[rows])
 
 
 def beam_search(
@@ -280,6 +356,7 @@ def beam_search(
     n_best: int = 1,
     length_penalty: float = 1.0,
     coverage_penalty: float = 0.0,
+    width: int | None = None,
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` best hypotheses per sentence (best first, by score), found with beam search.
 
@@ -287,7 +364,8 @@ def beam_search(
     the GNMT beta (``gnmt_coverage_penalty``: finished hypotheses that left source words without
     attention score lower). See the module docstring for the algorithm and its stopping rule. A
     sentence returns fewer than ``n_best`` hypotheses only when fewer with a non-zero probability fit
-    within its max length.
+    within its max length. With ``width``, at most that many sentences are searched at once and waiting
+    ones take the rows of those that are done (all are encoded at once).
     """
     if coverage_penalty and not model_has_attention(model):
         raise ValueError("the coverage penalty needs attention: this model has none")
@@ -295,66 +373,80 @@ def beam_search(
         raise ValueError(f"beam_size must be at least 1, got {beam_size}")
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}), got {n_best}")
+    if width is not None and width < 1:
+        raise ValueError(f"width must be at least 1, got {width}")
+    if src.shape[0] == 0:
+        return []
     with _inference_mode(src):
-        return _beam_search(model, src, src_lengths, max_lengths, beam_size, n_best, length_penalty, coverage_penalty)
+        return _beam_search(model, src, src_lengths, max_lengths, beam_size, n_best, length_penalty, coverage_penalty,
+                            width)
 
 
 def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Array, max_lengths: Array,
-                 beam_size: int, n_best: int, length_penalty: float, coverage_penalty: float) -> list[list[Hypothesis]]:
+                 beam_size: int, n_best: int, length_penalty: float, coverage_penalty: float,
+                 width: int | None) -> list[list[Hypothesis]]:
     xp = array_namespace(src)
-    memory, state = model.encode(src, src_lengths)
-    columns = output_tokens(model, memory)  # (columns,) target ids, or None: the whole vocabulary
-    eos_column = _eos_column(columns)
     batch, device = src.shape[0], _device(src)
-    beams = _Beams.start(batch, beam_size, src.shape[1])
-    lengths, limits = src_lengths.tolist(), max_lengths.tolist()
+    width = batch if width is None else width
+    pool_memory, pool_state = model.encode(src, src_lengths)  # every sentence's, whether searched yet or not
+    columns = output_tokens(model, pool_memory)  # (columns,) target ids, or None: the whole vocabulary
+    eos_column = _eos_column(columns)
+    beams = _Beams.start(beam_size, src.shape[1])
+    lengths, limits = src_lengths.tolist(), np.asarray(max_lengths.tolist(), dtype=np.int64)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for t in itertools.count():
-        if t == 0:
-            # Every slot of a sentence starts from the same empty hypothesis: step it once per sentence,
-            # then give each slot a copy (a fifth of the first step's work with a beam of five).
-            first_tokens = _on_model(xp, beams.last_tokens()[::beam_size], device)  # (batch,) one slot of each sentence
-            log_probs, state, memory, attention = _first_step(xp, model, first_tokens, state, memory, beam_size)
-        else:
-            log_probs, state, attention = model.step(_on_model(xp, beams.last_tokens(), device), state, memory)
-            # log_probs: (n*beam, vocab)
-        at_limit = np.array([limits[s] <= t for s in beams.sentences], dtype=bool)  # (n,)
+    state: StateT | None = None  # the rows of the sentences that have taken a step
+    layout: np.ndarray | None = None  # (rows,) the sentence of each row of ``memory``
+    waiting = 0  # the first sentence not started yet
+    while True:
+        if waiting < batch and _refill_due(beams.count, width):  # waiting sentences take the free rows
+            new = np.arange(waiting, min(batch, waiting + width - beams.count))  # (m,) sentences
+            waiting += new.size
+            beams = beams.admit(new)
+        # A new sentence (admitted last) has one empty hypothesis: it takes one row for its first step,
+        # copied to all its slots after it (a fifth of the first step's work with a beam of five).
+        started = beams.steps > 0  # (n,)
+        new = beams.sentences[~started]  # (m,)
+        row_sentences = np.concatenate([np.repeat(beams.sentences[started], beam_size), new])  # (r,)
+        if layout is None or not np.array_equal(layout, row_sentences):
+            memory, layout = pool_memory.reorder(_on_model(xp, row_sentences, device)), row_sentences
+        if new.size:
+            fresh = pool_state.reorder(_on_model(xp, new, device))
+            state = fresh if state is None else state.concat(fresh)
+        last_tokens = np.concatenate([beams.last_tokens()[np.repeat(started, beam_size)],
+                                      np.full(new.size, BOS_ID, dtype=np.int64)])  # (r,)
+        log_probs, state, attention = model.step(_on_model(xp, last_tokens, device), state, memory)  # (r, vocab)
+        if new.size:
+            n_started = row_sentences.size - new.size
+            copies = _on_model(xp, np.concatenate([np.arange(n_started),
+                                                  n_started + np.repeat(np.arange(new.size), beam_size)]), device)
+            log_probs, state = log_probs[copies], state.reorder(copies)  # (n*beam, vocab)
+            attention = None if attention is None else attention[copies]
+        at_limit = limits[beams.sentences] <= beams.steps  # (n,)
         log_probs = _force_eos(xp, log_probs, np.repeat(at_limit, beam_size).tolist(), eos_column)
         ranked = _rank(xp, beams, log_probs, columns)
         attention = _host_attention(attention)  # (n*beam, src_len) or None
         _collect_endings(finished, beams, ranked.endings, attention, lengths, length_penalty, coverage_penalty)
-        pools = [finished[s] for s in beams.sentences]
-        done = at_limit | _settled(ranked, pools, t + 1, length_penalty)  # (n,)
-        keep = np.flatnonzero(~done)  # (m,) active sentences that go on
-        if keep.size == 0:
+        pools = [finished[s] for s in beams.sentences.tolist()]
+        done = at_limit | _settled(ranked, pools, beams.steps + 1, length_penalty)  # (n,)
+        keep = np.flatnonzero(~done)  # (k,) active sentences that go on
+        if keep.size == 0 and waiting == batch:
             break
-        first_rows = keep[:, None] * beam_size  # (m, 1) each kept sentence's first row
-        rows = (first_rows + ranked.slots[keep]).reshape(-1)  # (m*beam,) the row each slot continues
+        rows = (keep[:, None] * beam_size + ranked.slots[keep]).reshape(-1)  # (k*beam,) the row each slot continues
         state = state.reorder(_on_model(xp, rows, device))
-        if keep.size < len(beams.sentences):
-            memory = memory.reorder(_on_model(xp, (first_rows + np.arange(beam_size)).reshape(-1), device))
         beams = beams.advance(ranked, keep, rows, attention)
     return [sorted(pool, key=lambda h: h.score, reverse=True)[:n_best] for pool in finished]
 
 
-def _first_step(xp, model: StepModel[MemoryT, StateT], tokens: Array, state: StateT, memory: MemoryT,
-                beam_size: int) -> tuple[Array, StateT, MemoryT, Array | None]:
-    """Step 0 from ``tokens`` (batch,), one row per sentence, then everything repeated for each of
-    ``beam_size`` slots: log_probs (batch*beam, vocab), state and memory of batch*beam rows, attention
-    (batch*beam, src_len) or None."""
-    log_probs, state, attention = model.step(tokens, state, memory)  # (batch, vocab)
-    expand = xp.repeat(xp.arange(tokens.shape[0], device=_device(tokens)), beam_size)  # (batch*beam,)
-    attention = None if attention is None else attention[expand]
-    return log_probs[expand], state.reorder(expand), memory.reorder(expand), attention
-
-
 @dataclass
 class _Beams:
-    """The live hypotheses of the sentences still searched: ``size`` slots each, best first. Numpy
+    """The live hypotheses of the sentences being searched: ``size`` slots each, best first. Numpy
     arrays on the host: a step's bookkeeping is a few hundred numbers, cheaper there than as many
-    small tensor operations."""
+    small tensor operations. Sentences start at different steps (a waiting one takes the rows of one
+    that ended), so each row's tokens and attention rows are its last ``steps`` columns (right-aligned,
+    zeros before them), cut to the longest."""
 
-    sentences: list[int]  # (n,) each active sentence's index in the batch
+    sentences: np.ndarray  # (n,) int64 each active sentence's index in the batch
+    steps: np.ndarray  # (n,) int64 tokens each sentence's hypotheses have so far
     log_probs: np.ndarray  # (n, size) float32 total log-probability of each slot, descending; -inf: an empty slot
     tokens: np.ndarray  # (n*size, t) int64 target ids so far
     attention: np.ndarray | None  # (n*size, t, src_len) float32 attention rows so far; None without attention
@@ -362,35 +454,68 @@ class _Beams:
     greedy_live: np.ndarray  # (n,) bool: the greedy path has not ended yet
 
     @classmethod
-    def start(cls, batch: int, size: int, src_len: int) -> "_Beams":
-        log_probs = np.full((batch, size), NEG_INF, dtype=np.float32)
-        log_probs[:, 0] = 0.0  # one empty hypothesis per sentence; the other slots fill at step 1
+    def start(cls, size: int, src_len: int) -> "_Beams":
+        """No sentences yet (``admit`` them)."""
         return cls(
-            sentences=list(range(batch)),
-            log_probs=log_probs,
-            tokens=np.zeros((batch * size, 0), dtype=np.int64),
-            attention=np.zeros((batch * size, 0, src_len), dtype=np.float32),
-            greedy_slot=np.zeros(batch, dtype=np.int64),
-            greedy_live=np.ones(batch, dtype=bool),
+            sentences=np.zeros(0, dtype=np.int64),
+            steps=np.zeros(0, dtype=np.int64),
+            log_probs=np.zeros((0, size), dtype=np.float32),
+            tokens=np.zeros((0, 0), dtype=np.int64),
+            attention=np.zeros((0, 0, src_len), dtype=np.float32),
+            greedy_slot=np.zeros(0, dtype=np.int64),
+            greedy_live=np.ones(0, dtype=bool),
         )
 
     @property
     def size(self) -> int:
         return self.log_probs.shape[1]
 
+    @property
+    def count(self) -> int:
+        return self.sentences.size
+
+    def admit(self, sentences: np.ndarray) -> "_Beams":
+        """These beams followed by one for each of ``sentences`` (m,): one empty hypothesis each, the
+        other slots filling at its first step."""
+        m, size = sentences.size, self.size
+        log_probs = np.full((m, size), NEG_INF, dtype=np.float32)
+        log_probs[:, 0] = 0.0
+        return _Beams(
+            sentences=np.concatenate([self.sentences, sentences]),
+            steps=np.concatenate([self.steps, np.zeros(m, dtype=np.int64)]),
+            log_probs=np.concatenate([self.log_probs, log_probs]),
+            tokens=np.concatenate([self.tokens, np.zeros((m * size, self.tokens.shape[1]), dtype=np.int64)]),
+            attention=None if self.attention is None else np.concatenate(
+                [self.attention, np.zeros((m * size, *self.attention.shape[1:]), dtype=np.float32)]),
+            greedy_slot=np.concatenate([self.greedy_slot, np.zeros(m, dtype=np.int64)]),
+            greedy_live=np.concatenate([self.greedy_live, np.ones(m, dtype=bool)]),
+        )
+
     def last_tokens(self) -> np.ndarray:
-        """(n*size,) the token each slot feeds to the next step."""
+        """(n*size,) the token each slot feeds to the next step: BOS at a sentence's first."""
+        started = np.repeat(self.steps > 0, self.size)
         if self.tokens.shape[1] == 0:
-            return np.full((self.tokens.shape[0],), BOS_ID, dtype=np.int64)
-        return self.tokens[:, -1]
+            return np.full(started.shape, BOS_ID, dtype=np.int64)
+        return np.where(started, self.tokens[:, -1], BOS_ID)
+
+    def path(self, row: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Row ``row``'s tokens so far (t,) and attention rows (t, src_len) or None."""
+        length = int(self.steps[row // self.size])
+        start = self.tokens.shape[1] - length
+        return self.tokens[row, start:], None if self.attention is None else self.attention[row, start:]
 
     def advance(self, ranked: "_Ranked", keep: np.ndarray, rows: np.ndarray, attention: np.ndarray | None) -> "_Beams":
         """The beams of the kept sentences after this step; ``rows``: (m*size,) the row each continues."""
+        steps = self.steps[keep] + 1
+        start = self.tokens.shape[1] + 1 - (int(steps.max()) if steps.size else 0)  # columns no kept row uses
+        tokens = np.concatenate([self.tokens[rows, start:], ranked.tokens[keep].reshape(-1, 1)], axis=1)
+        history = None if self.attention is None else self.attention[:, start:]
         return _Beams(
-            sentences=[self.sentences[i] for i in keep.tolist()],
+            sentences=self.sentences[keep],
+            steps=steps,
             log_probs=ranked.log_probs[keep],
-            tokens=np.concatenate([self.tokens[rows], ranked.tokens[keep].reshape(-1, 1)], axis=1),  # (m*size, t+1)
-            attention=_extend(self.attention, rows, attention),
+            tokens=tokens,  # (m*size, t')
+            attention=_extend(history, rows, attention),
             greedy_slot=ranked.greedy_slot[keep],
             greedy_live=ranked.greedy_live[keep],
         )
@@ -467,8 +592,8 @@ def _follow_greedy(ranked: _Ranked, token: np.ndarray, total: np.ndarray) -> Non
             ranked.endings.append((i, s, total_i))
 
 
-def _settled(ranked: _Ranked, finished: list[list[Hypothesis]], length: int, alpha: float) -> np.ndarray:
-    """(n,) bool: the stopping rule of the module docstring; ``length``: the live hypotheses' length."""
+def _settled(ranked: _Ranked, finished: list[list[Hypothesis]], length: np.ndarray, alpha: float) -> np.ndarray:
+    """(n,) bool: the stopping rule of the module docstring; ``length``: (n,) the live hypotheses' length."""
     size = ranked.log_probs.shape[1]
     kept_worst = np.array([_kth_best_score(pool, size) for pool in finished], dtype=np.float32)  # (n,); -inf: fewer than size
     best_live = ranked.log_probs[:, 0] / ranked.log_probs.dtype.type(gnmt_length_penalty(length, alpha))  # (n,)
@@ -491,32 +616,21 @@ def _collect_endings(
     beta: float = 0.0,
 ) -> None:
     """Turn this step's endings into hypotheses of their sentences. attention: (n*size, src_len) or None."""
-    if not endings:
-        return
-    rows = np.array([i * beams.size + slot for i, slot, _ in endings], dtype=np.int64)
-    sentences = [beams.sentences[i] for i, _, _ in endings]
-    attention_rows = _extend(beams.attention, rows, attention)  # (e, t+1, src_len)
-    hypotheses = _hypotheses(
-        beams.tokens[rows], [total for *_, total in endings], attention_rows, [src_lengths[s] for s in sentences], alpha,
-        beta,
-    )
-    for sentence, hypothesis in zip(sentences, hypotheses):
-        finished[sentence].append(hypothesis)
+    for i, slot, total in endings:
+        row = i * beams.size + slot
+        tokens, history = beams.path(row)  # (t,), (t, src_len)
+        rows = None if history is None or attention is None else np.concatenate([history, attention[row][None]])
+        sentence = int(beams.sentences[i])
+        finished[sentence].append(_hypothesis(tokens, total, rows, src_lengths[sentence], alpha, beta))
 
 
-def _hypotheses(
-    tokens: np.ndarray, log_probs: list[float], attention: np.ndarray | None, src_lengths: list[int], alpha: float,
-    beta: float = 0.0,
-) -> list[Hypothesis]:
-    """tokens: (e, t) without EOS; attention: (e, t+1, src_len) or None, trimmed here to each real source.
-    Scores: log_prob / lp(len) + cp (``beta`` > 0 only)."""
-    penalty = gnmt_length_penalty(tokens.shape[1] + 1, alpha)
-    hypotheses = []
-    for i, (row, log_prob, length) in enumerate(zip(tokens.tolist(), log_probs, src_lengths)):
-        rows = None if attention is None else attention[i, :, :length].copy()  # (t+1, length)
-        score = log_prob / penalty + (gnmt_coverage_penalty(rows, beta) if beta else 0.0)
-        hypotheses.append(Hypothesis(row, score, log_prob, rows))
-    return hypotheses
+def _hypothesis(tokens: np.ndarray, log_prob: float, attention: np.ndarray | None, src_length: int, alpha: float,
+                beta: float = 0.0) -> Hypothesis:
+    """tokens: (t,) without EOS; attention: (t+1, src_len) or None, trimmed here to the real source.
+    Score: log_prob / lp(t+1) + cp (``beta`` > 0 only)."""
+    rows = None if attention is None else attention[:, :src_length].copy()  # (t+1, src_length)
+    score = log_prob / gnmt_length_penalty(len(tokens) + 1, alpha) + (gnmt_coverage_penalty(rows, beta) if beta else 0.0)
+    return Hypothesis(tokens.tolist(), score, log_prob, rows)
 
 
 def _host(array: Array) -> np.ndarray:

@@ -53,6 +53,10 @@ class OnnxState:
     def reorder(self, indices: np.ndarray) -> "OnnxState":
         return OnnxState(self.hidden[:, indices], None if self.attentional is None else self.attentional[indices])
 
+    def concat(self, other: "OnnxState") -> "OnnxState":
+        return OnnxState(np.concatenate([self.hidden, other.hidden], axis=1),
+                         None if self.attentional is None else np.concatenate([self.attentional, other.attentional]))
+
 
 class OnnxModel:
     """The exported encoder and step, run by onnxruntime (``threads``: intra-op threads, default

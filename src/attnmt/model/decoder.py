@@ -37,6 +37,14 @@ class DecoderState:
             None if self.attentional is None else self.attentional.index_select(0, indices),
         )
 
+    def concat(self, other: "DecoderState") -> "DecoderState":
+        """The rows of ``self`` followed by those of ``other``, e.g. to start new sentences beside running ones."""
+        return DecoderState(
+            torch.cat([self.hidden, other.hidden], dim=1),
+            None if self.cell is None else torch.cat([self.cell, other.cell], dim=1),
+            None if self.attentional is None else torch.cat([self.attentional, other.attentional]),
+        )
+
 
 class Decoder(nn.Module):
     def __init__(

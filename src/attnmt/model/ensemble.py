@@ -39,6 +39,9 @@ class EnsembleState:
     def reorder(self, indices: Tensor) -> "EnsembleState":
         return EnsembleState(tuple(member.reorder(indices) for member in self.members))
 
+    def concat(self, other: "EnsembleState") -> "EnsembleState":
+        return EnsembleState(tuple(mine.concat(theirs) for mine, theirs in zip(self.members, other.members)))
+
 
 class Ensemble(nn.Module):
     """Models with the same source and target vocabularies, decoded together."""
