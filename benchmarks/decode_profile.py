@@ -7,7 +7,10 @@ Counts what the search asks of the model — decoder steps, hypothesis rows per 
 hypothesis of every sentence still searched), source tokens encoded — and turns them into
 multiply-adds with ``Seq2Seq.multiply_adds``: the arithmetic the search needed, whatever the toolkit.
 Achieved GFLOP/s against this machine's measured matrix-multiply rate says how much of the time goes
-to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for.
+to arithmetic; rows per sentence say how much arithmetic the search algorithm asks for, and the
+steps and time by rows per step (``steps_by_rows``) how full the steps are: a step costs nearly as
+much with a few rows as with a batch's worth (it reads every weight), so many steps of a few rows mean
+time lost to the last long outputs of batches.
 ``--profile`` adds a ``torch.profiler`` table of the operators that take the time and splits the
 time into matrix products, other operators and the time outside operators (a second pass:
 profiling slows the run down); ``--python-profile`` a cProfile table of the Python functions by their
@@ -20,11 +23,25 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from common import RESULTS, matmul_gflops, timed_translation, write_json
+
+
+ROW_BUCKETS = (1, 8, 32, 64, 320)  # steps by their number of hypothesis rows: 1, 2-8, 9-32, 33-64, 65-320, more
+
+
+def row_bucket(rows: int) -> str:
+    """The name of the bucket of ``ROW_BUCKETS`` a step of ``rows`` rows falls in."""
+    lower = 1
+    for upper in ROW_BUCKETS:
+        if rows <= upper:
+            return f"{lower}-{upper}" if lower < upper else str(upper)
+        lower = upper + 1
+    return f">{ROW_BUCKETS[-1]}"
 
 
 class SearchCounter:
@@ -36,6 +53,7 @@ class SearchCounter:
         self.steps = self.rows = self.source_tokens = self.sentences = 0
         self.source_rows = 0.0  # sum over rows of their padded source length, for the attention terms
         self.encode_seconds = self.step_seconds = 0.0
+        self.by_rows: dict[str, list[float]] = {}  # row bucket -> [steps, seconds]
         encode, step = model.encode, model.step
 
         def counted_encode(src, src_lengths):
@@ -53,7 +71,11 @@ class SearchCounter:
             self.source_rows += prev_tokens.size(0) * states.size(1)
             started = time.perf_counter()
             result = step(prev_tokens, state, memory)
-            self.step_seconds += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.step_seconds += elapsed
+            bucket = self.by_rows.setdefault(row_bucket(prev_tokens.size(0)), [0, 0.0])
+            bucket[0] += 1
+            bucket[1] += elapsed
             return result
 
         model.encode, model.step = counted_encode, counted_step
@@ -70,7 +92,10 @@ class SearchCounter:
                 "rows_per_step": round(self.rows / max(self.steps, 1), 1),
                 "mflop_per_sentence": round(2 * macs / max(self.sentences, 1) / 1e6, 1),
                 "gflops": round(2 * macs / seconds / 1e9, 1),
-                **self.time_split(seconds)}
+                **self.time_split(seconds),
+                "steps_by_rows": {bucket: {"steps": steps, "seconds": round(spent, 3),
+                                           "share_of_step_time": round(spent / max(self.step_seconds, 1e-9), 3)}
+                                  for bucket, (steps, spent) in sorted(self.by_rows.items(), key=lambda kv: _bucket_order(kv[0]))}}
 
     def time_split(self, seconds: float) -> dict:
         """Milliseconds per sentence inside the model's encode, inside its steps, and outside the model
@@ -81,6 +106,10 @@ class SearchCounter:
                 "step_ms_per_sentence": round(self.step_seconds * per_sentence, 3),
                 "outside_model_ms_per_sentence": round(outside * per_sentence, 3),
                 "outside_model_share": round(outside / seconds, 3)}
+
+
+def _bucket_order(name: str) -> int:
+    return int(name.lstrip(">").split("-")[0])
 
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation", "aten::baddbmm")
@@ -114,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=0, help="sentences per batch; 0: the model's decode.batch_size")
     parser.add_argument("--python-profile", action="store_true", help="also print a cProfile table (own time)")
     parser.add_argument("--no-ceiling", action="store_true", help="do not measure the matrix-multiply rate")
+    parser.add_argument("--max-output-length", type=int, default=0,
+                        help="stop outputs at this many tokens, as Joey NMT's testing.max_output_length (0: attnmt's own limit)")
     parser.add_argument("--shortlist", action="store_true",
                         help="decode with the model's vocabulary shortlist (the MFLOP figures still count the full output layer)")
     parser.add_argument("--out", type=Path, default=RESULTS / "decode_profile.json",
@@ -129,6 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     translator = Translator.load(args.model_dir, precision=args.precision, shortlist=args.shortlist)
     if args.batch_size:
         translator.config.decode.batch_size = args.batch_size
+    if args.max_output_length:
+        translator.config.decode = replace(translator.config.decode, max_length_ratio=0.0,
+                                           max_length_extra=args.max_output_length)
     translator.translate(sources[:32], beam=args.beam)  # warm-up, before the counting starts
     counter = SearchCounter(translator.model)
     outputs, seconds = timed_translation(translator, sources, args.beam, warmup=0)

@@ -5,7 +5,8 @@
 For each method and k: ``attnmt shortlist`` on the model's training data (a copy of the model
 directory per shortlist, in --work), then test_2016_flickr translated greedily and with beam 5 in
 each precision, with and without the shortlist: cased BLEU, its difference from the full vocabulary,
-sentences/s, and how many target pieces a batch of 64 sentences may produce on average.
+sentences/s, and how many target pieces a pool of sentences (the ``POOL_BATCHES`` batches search
+encodes, and restricts, at once) may produce on average.
 
 Writes ``--out`` (default docs/results/shortlist_SRC_TRG.json) and its Markdown twin.
 """
@@ -22,6 +23,7 @@ from common import REPO, RESULTS, attnmt_command, command_line, machine, multi30
 
 from attnmt.data.batching import collate, sentence_batches
 from attnmt.data.corpus import read_lines
+from attnmt.decoding import POOL_BATCHES
 from attnmt.evaluate import score_corpus
 from attnmt.translator import Translator
 
@@ -35,8 +37,9 @@ def decode(model_dir: Path, sources: list[str], references: list[str], beam: int
               "sentences_per_second": round(len(sources) / seconds, 1)}
     if shortlist:
         ids = translator.src_tokenizer.encode_batch(sources)
+        pool = translator.config.decode.batch_size * POOL_BATCHES  # what search encodes, and restricts, at once
         sizes = [len(translator.model.shortlist.allowed(collate([ids[i] for i in batch], None, batch).src))
-                 for batch in sentence_batches([len(x) for x in ids], translator.config.decode.batch_size)]
+                 for batch in sentence_batches([len(x) for x in ids], pool)]
         result["mean_allowed_pieces"] = round(sum(sizes) / len(sizes))
     return result
 
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
               "model": str(args.model_dir), "frequent": args.frequent, "rows": rows}
     write_json(out, report)
     lines = [f"Machine: {report['machine']['cpu']}, {report['machine']['threads']} threads. Command: `{report['command']}`",
-             "", "| shortlist | k | search | precision | pieces per batch | BLEU (Δ) | sentences/s (× full) |",
+             "", "| shortlist | k | search | precision | pieces per pool | BLEU (Δ) | sentences/s (× full) |",
              "| --- | ---: | --- | --- | ---: | ---: | ---: |"]
     for r in rows:
         search = "greedy" if r["beam"] == 1 else f"beam {r['beam']}"

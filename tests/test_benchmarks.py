@@ -96,6 +96,9 @@ def test_decode_profile_counts_one_row_per_output_token_in_greedy_search(toy_mod
         assert all(report[part] > 0 for part in parts)
         rounding = 1e3 * 0.005 / report["sentences"] + 0.002  # "seconds" is rounded to 0.01, each part to 0.001 ms
         assert sum(report[part] for part in parts) == pytest.approx(1e3 * report["seconds"] / report["sentences"], abs=rounding)
+        # every step is counted in the bucket of its number of rows: four sentences start in one of 2-8 rows
+        assert sum(bucket["steps"] for bucket in report["steps_by_rows"].values()) == report["decoder_steps"]
+        assert set(report["steps_by_rows"]) <= {"1", "2-8", "9-32"} and report["steps_by_rows"]["2-8"]["steps"] >= 1
 
 
 def test_decode_profile_counts_a_shortlisted_model_as_the_model_itself(toy_model_dir, tmp_path):

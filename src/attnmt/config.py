@@ -109,7 +109,7 @@ class DecodeConfig:
     coverage_penalty: float = 0.0  # GNMT beta: beam search ranks lower what left source words unattended; 0: off
     max_length_ratio: float = 2.0  # target tokens at most ratio * source tokens + max_length_extra
     max_length_extra: int = 10
-    batch_size: int = 64  # sentences per decoding batch
+    batch_size: int = 64  # sentences searched at once (search refills their rows from a pool of 8 batches)
     max_input_tokens: int = 0  # longer inputs are translated in pieces of at most this; 0: data.max_src_tokens
     sampling: bool = False  # draw n_best samples from the model instead of searching (e.g. for back-translation)
     temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it

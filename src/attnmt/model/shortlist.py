@@ -1,7 +1,8 @@
 """A vocabulary shortlist (as Marian's ``--shortlist`` and CTranslate2's ``vmap``): for each source
 piece, the target pieces likely in its translation. A batch is decoded with an output layer of only
 the union of its source pieces' lists and the most frequent target pieces, so each step multiplies
-by a few hundred rows of the output matrix instead of all of them.
+by a few hundred rows of the output matrix instead of all of them. (The batch is what search
+encodes at once: attnmt.decoding's pool of ``POOL_BATCHES`` decoding batches.)
 
 ``Shortlist`` is the table; ``Shortlisted`` wraps a model as one more model of the step protocol,
 whose log-probabilities cover the batch's shortlist alone (the softmax is taken over it; search maps
