@@ -3,6 +3,7 @@ fine-tune on new data."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,18 @@ def test_an_ensemble_of_a_model_with_itself_translates_as_the_model(toy_model_di
         assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-4)
         for a, b in zip(found, expected):
             np.testing.assert_allclose(a.attention, b.attention, atol=1e-5)
+
+
+def test_an_ensemble_searching_a_few_sentences_at_a_time_translates_as_one_batch(toy_model_dir):
+    """Continuous batching joins the ensemble's states (one per model) as it joins one model's."""
+    doubled = Translator.load(toy_model_dir, ensemble=[toy_model_dir])
+    for beam in (1, 3):
+        expected = doubled.translate(SENTENCES, beam=beam)
+        doubled.config.decode = dataclasses.replace(doubled.config.decode, batch_size=3)
+        found = doubled.translate(SENTENCES, beam=beam)
+        doubled.config.decode = dataclasses.replace(doubled.config.decode, batch_size=64)
+        assert [t.text for t in found] == [t.text for t in expected]
+        assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-5)
 
 
 def test_an_ensemble_decodes_with_the_mean_of_its_models_log_probabilities(toy_model_dir, kept_model):

@@ -103,6 +103,18 @@ def test_onnx_translations_equal_the_torch_ones(toy_model_dir, onnx_dir, beam):
         np.testing.assert_allclose(ours.attention, theirs.attention, atol=1e-4)
 
 
+def test_an_exported_model_searching_two_sentences_at_a_time_translates_as_one_batch(onnx_dir):
+    """Continuous batching on numpy arrays: the ONNX decoder's states are joined as torch's are."""
+    translator = OnnxTranslator.load(onnx_dir)
+    for beam in (1, 3):
+        expected = translator.translate(TEXTS, beam=beam)
+        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=2)
+        found = translator.translate(TEXTS, beam=beam)
+        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=64)
+        assert [t.text for t in found] == [t.text for t in expected]
+        assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-5)
+
+
 def test_translating_an_exported_model_never_imports_torch(onnx_dir, tmp_path):
     """``attnmt translate DIR_ONNX`` in a fresh interpreter: the translations, torch absent from sys.modules."""
     (tmp_path / "in.txt").write_text("one two three\nfive six\n", encoding="utf-8")

@@ -1,6 +1,7 @@
 """The encoder–decoder: shapes, padding invariance, and training's forward pass agreeing with the
 step function that search uses."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -147,3 +148,28 @@ def test_joey_sized_model_has_the_documented_parameter_count():
     config = ModelConfig(embedding_size=256, encoder_hidden_size=512, hidden_size=512, share_embeddings=True,
                          tie_output=False)
     assert 12.0e6 < Seq2Seq.from_config(config, 8000, 8000).num_parameters() < 12.6e6
+
+
+@pytest.mark.parametrize("variant", [dict(rnn="gru", attention="general", input_feeding=True),
+                                     dict(rnn="lstm", attention="additive", input_feeding=False),
+                                     dict(rnn="lstm", attention="none", input_feeding=True)],
+                         ids=lambda v: "-".join(str(x) for x in v.values()))
+def test_searching_two_sentences_at_a_time_translates_as_the_whole_batch(variant):
+    """Continuous batching on a real model: waiting sentences join running ones (their decoder states
+    concatenated, LSTM cells and input-feeding vectors included) and each sentence gets what the
+    whole batch at once gives it."""
+    from attnmt.search import beam_search, greedy_search
+
+    model = tiny_model(**variant)
+    src, lengths = padded([[5, 6, 7, 8], [9, 10], [11], [12, 13, 14], [6, 6, 6, 6, 6], [7, 8], [9]])
+    limits = torch.tensor([3, 9, 5, 1, 7, 0, 4])  # different lengths: sentences end at different steps
+    for search in (lambda **w: greedy_search(model, src, lengths, limits, **w),
+                   lambda **w: beam_search(model, src, lengths, limits, 3, n_best=2, **w)):
+        whole, part = search(), search(width=2)
+        for found_whole, found_part in zip(whole, part):
+            assert [h.tokens for h in found_part] == [h.tokens for h in found_whole]
+            assert [h.score for h in found_part] == pytest.approx([h.score for h in found_whole], abs=1e-5)
+            for a, b in zip(found_part, found_whole):
+                assert (a.attention is None) == (b.attention is None)
+                if a.attention is not None:
+                    np.testing.assert_allclose(a.attention, b.attention, atol=1e-6)
