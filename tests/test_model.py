@@ -173,3 +173,27 @@ def test_searching_two_sentences_at_a_time_translates_as_the_whole_batch(variant
                 assert (a.attention is None) == (b.attention is None)
                 if a.attention is not None:
                     np.testing.assert_allclose(a.attention, b.attention, atol=1e-6)
+
+
+def test_the_step_output_layer_follows_the_weights_as_they_train():
+    """Search's step multiplies by a transposed copy of the output weight: it gives nn.Linear's logits,
+    and a copy made before an optimizer step (training validates between steps) is never used after it."""
+    model = tiny_model(output_bias=True)
+    src, lengths = padded([[5, 6, 7], [8, 9]])
+    memory, state = model.encode(src, lengths)
+    tokens = torch.tensor([BOS_ID, BOS_ID])
+
+    def step_and_linear() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            log_probs, _, _ = model.step(tokens, state, memory)
+            attentional, _, _ = model.attentional_step(tokens, state, memory)
+            return log_probs, torch.log_softmax(model.output_layer(attentional), dim=-1)
+
+    before, expected = step_and_linear()
+    torch.testing.assert_close(before, expected, atol=1e-5, rtol=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    model.output_layer.weight.grad = torch.randn_like(model.output_layer.weight)
+    optimizer.step()  # the weight changes in place
+    after, expected = step_and_linear()
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(after, before, atol=1e-3)
