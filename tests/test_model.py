@@ -197,3 +197,10 @@ def test_the_step_output_layer_follows_the_weights_as_they_train():
     after, expected = step_and_linear()
     torch.testing.assert_close(after, expected, atol=1e-5, rtol=0)
     assert not torch.allclose(after, before, atol=1e-3)
+    # a change the version counter does not see (through .data, as flattened or averaged weights are
+    # written), then training and evaluation again as a trainer validates
+    model.output_layer.weight.data.add_(torch.randn_like(model.output_layer.weight))
+    model.train().eval()
+    again, expected = step_and_linear()
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(again, after, atol=1e-3)

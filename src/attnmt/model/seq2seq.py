@@ -94,15 +94,21 @@ class Seq2Seq(nn.Module):
         log_probs = torch.log_softmax(logits, dim=-1)  # (batch, trg_vocab)
         return log_probs, state, weights
 
+    def train(self, mode: bool = True) -> "Seq2Seq":
+        """nn.Module's, and the step's copy of the output weight is dropped: training (validating in eval
+        mode between steps) may change the weight without its version counter, e.g. through ``.data``."""
+        self._step_weight = None
+        return super().train(mode)
+
     def _step_logits(self, attentional: Tensor) -> Tensor:
         """The output layer for a search step: a few dozen rows against the whole vocabulary. On a CPU,
         multiplying by the weight stored (attentional, vocab) is about a quarter faster than
         ``nn.Linear``'s (vocab, attentional) (docs/performance.md), so the step keeps that transpose,
-        made again whenever the weight changes (training between validations, loading). attentional:
-        (batch, attentional_size) -> (batch, trg_vocab)."""
+        made again whenever the weight's storage or version changes (loading) or the model switches
+        between training and evaluation (``train``); only without autograd, as search runs. attentional: (batch, attentional_size) -> (batch, trg_vocab)."""
         layer = self.output_layer
-        if (type(layer) is not nn.Linear or attentional.device.type != "cpu" or torch.jit.is_tracing()
-                or torch.onnx.is_in_onnx_export()):
+        if (type(layer) is not nn.Linear or attentional.device.type != "cpu" or torch.is_grad_enabled()
+                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             return layer(attentional)
         key = (layer.weight.data_ptr(), layer.weight._version)
         if self._step_weight is None or self._step_weight[0] != key:
