@@ -53,7 +53,8 @@ class SearchCounter:
         self.steps = self.rows = self.source_tokens = self.sentences = 0
         self.source_rows = 0.0  # sum over rows of their padded source length, for the attention terms
         self.encode_seconds = self.step_seconds = 0.0
-        self.by_rows: dict[str, list[float]] = {}  # row bucket -> [steps, seconds]
+        # row bucket -> [steps, seconds], the buckets in order
+        self.by_rows = {row_bucket(rows): [0, 0.0] for rows in (*ROW_BUCKETS, ROW_BUCKETS[-1] + 1)}
         encode, step = model.encode, model.step
 
         def counted_encode(src, src_lengths):
@@ -73,7 +74,7 @@ class SearchCounter:
             result = step(prev_tokens, state, memory)
             elapsed = time.perf_counter() - started
             self.step_seconds += elapsed
-            bucket = self.by_rows.setdefault(row_bucket(prev_tokens.size(0)), [0, 0.0])
+            bucket = self.by_rows[row_bucket(prev_tokens.size(0))]
             bucket[0] += 1
             bucket[1] += elapsed
             return result
@@ -95,7 +96,7 @@ class SearchCounter:
                 **self.time_split(seconds),
                 "steps_by_rows": {bucket: {"steps": steps, "seconds": round(spent, 3),
                                            "share_of_step_time": round(spent / max(self.step_seconds, 1e-9), 3)}
-                                  for bucket, (steps, spent) in sorted(self.by_rows.items(), key=lambda kv: _bucket_order(kv[0]))}}
+                                  for bucket, (steps, spent) in self.by_rows.items() if steps}}
 
     def time_split(self, seconds: float) -> dict:
         """Milliseconds per sentence inside the model's encode, inside its steps, and outside the model
@@ -106,10 +107,6 @@ class SearchCounter:
                 "step_ms_per_sentence": round(self.step_seconds * per_sentence, 3),
                 "outside_model_ms_per_sentence": round(outside * per_sentence, 3),
                 "outside_model_share": round(outside / seconds, 3)}
-
-
-def _bucket_order(name: str) -> int:
-    return int(name.lstrip(">").split("-")[0])
 
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::_addmm_activation", "aten::baddbmm")

@@ -248,22 +248,20 @@ def _one_path_search(
     eos_column = _eos_column(columns)
     lengths, limits = src_lengths.tolist(), np.asarray(max_lengths.tolist(), dtype=np.int64)
     active = _Paths.start(room=int(limits.max()) + 1, src_len=src.shape[1])
+    rows_memory = _RowsMemory(xp, pool_memory, device)
     state: StateT | None = None
-    layout: np.ndarray | None = None  # (n,) the sentence of each row of ``memory``
     prev_tokens: Array = xp.zeros((0,), dtype=xp.int64, device=device)
     results: list[Hypothesis | None] = [None] * n_paths
     waiting = 0  # the first path not started yet
     while True:
-        if waiting < n_paths and _refill_due(active.count, width):  # waiting paths take the free rows
-            new = np.arange(waiting, min(n_paths, waiting + width - active.count))  # (m,) paths
+        new = _starting(waiting, n_paths, active.count, width)  # (m,) paths that take free rows now
+        if new.size:
             waiting += new.size
             fresh = pool_state.reorder(_on_model(xp, new // copies, device))
             state = fresh if state is None else state.concat(fresh)
             active = active.admit(new)
             prev_tokens = xp.concat([prev_tokens, xp.full((new.size,), BOS_ID, dtype=xp.int64, device=device)])
-        if layout is None or not np.array_equal(layout, active.paths // copies):
-            layout = active.paths // copies
-            memory = pool_memory.reorder(_on_model(xp, layout, device))
+        memory = rows_memory.of(active.paths // copies)
         log_probs, state, attention = model.step(prev_tokens, state, memory)  # (n, vocab), (n, src_len)
         log_probs = _force_eos(xp, log_probs, (limits[active.paths // copies] <= active.steps).tolist(), eos_column)
         chosen_columns = choose(log_probs)  # (n,)
@@ -286,11 +284,30 @@ def _one_path_search(
     return [results[sentence * copies : (sentence + 1) * copies] for sentence in range(batch)]
 
 
-def _refill_due(active: int, width: int) -> bool:
-    """Whether waiting sentences (or paths) should take the free rows now: once a quarter of the
-    ``width`` is free, not at every ending, since each refill gathers every row's memory anew
-    (measured in docs/performance.md)."""
-    return active <= width - max(1, width // 4)
+def _starting(waiting: int, total: int, active: int, width: int) -> np.ndarray:
+    """The waiting sentences (or paths) ``waiting`` … ``total - 1`` that take the free rows of ``width``
+    now, ``active`` being busy: (m,), empty until a quarter of the width is free, not at every ending,
+    since each refill gathers every row's memory anew (measured in docs/performance.md)."""
+    if waiting >= total or active > width - max(1, width // 4):
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(waiting, min(total, waiting + width - active))
+
+
+class _RowsMemory:
+    """The encoder memory of a pool of sentences, gathered for the rows being stepped — again only
+    when which sentence each row holds has changed."""
+
+    def __init__(self, xp, pool: MemoryT, device: Any) -> None:
+        self.xp, self.pool, self.device = xp, pool, device
+        self.layout: np.ndarray | None = None  # (rows,) the sentence of each row of ``memory``
+        self.memory: MemoryT | None = None
+
+    def of(self, row_sentences: np.ndarray) -> MemoryT:
+        """The memory for rows holding ``row_sentences`` (rows,), in that order."""
+        if self.layout is None or not np.array_equal(self.layout, row_sentences):
+            self.memory = self.pool.reorder(_on_model(self.xp, row_sentences, self.device))
+            self.layout = row_sentences
+        return self.memory
 
 
 @dataclass
@@ -394,12 +411,12 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
     beams = _Beams.start(beam_size, src.shape[1])
     lengths, limits = src_lengths.tolist(), np.asarray(max_lengths.tolist(), dtype=np.int64)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    rows_memory = _RowsMemory(xp, pool_memory, device)
     state: StateT | None = None  # the rows of the sentences that have taken a step
-    layout: np.ndarray | None = None  # (rows,) the sentence of each row of ``memory``
     waiting = 0  # the first sentence not started yet
     while True:
-        if waiting < batch and _refill_due(beams.count, width):  # waiting sentences take the free rows
-            new = np.arange(waiting, min(batch, waiting + width - beams.count))  # (m,) sentences
+        new = _starting(waiting, batch, beams.count, width)  # (m,) sentences that take free rows now
+        if new.size:
             waiting += new.size
             beams = beams.admit(new)
         # A new sentence (admitted last) has one empty hypothesis: it takes one row for its first step,
@@ -407,8 +424,7 @@ def _beam_search(model: StepModel[MemoryT, StateT], src: Array, src_lengths: Arr
         started = beams.steps > 0  # (n,)
         new = beams.sentences[~started]  # (m,)
         row_sentences = np.concatenate([np.repeat(beams.sentences[started], beam_size), new])  # (r,)
-        if layout is None or not np.array_equal(layout, row_sentences):
-            memory, layout = pool_memory.reorder(_on_model(xp, row_sentences, device)), row_sentences
+        memory = rows_memory.of(row_sentences)
         if new.size:
             fresh = pool_state.reorder(_on_model(xp, new, device))
             state = fresh if state is None else state.concat(fresh)
