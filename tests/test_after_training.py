@@ -3,7 +3,6 @@ fine-tune on new data."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from attnmt.store import (
 from attnmt.training import train
 from attnmt.training.prepare import finetune_config
 from attnmt.translator import Translator
-from toy import toy_config, toy_pairs, write_toy_corpus
+from toy import assert_batch_size_changes_no_translation, toy_config, toy_pairs, write_toy_corpus
 
 SENTENCES = [source for source, _ in toy_pairs(30, seed=17)] + ["", "one"]
 
@@ -120,14 +119,7 @@ def test_an_ensemble_of_a_model_with_itself_translates_as_the_model(toy_model_di
 
 def test_an_ensemble_searching_a_few_sentences_at_a_time_translates_as_one_batch(toy_model_dir):
     """Continuous batching joins the ensemble's states (one per model) as it joins one model's."""
-    doubled = Translator.load(toy_model_dir, ensemble=[toy_model_dir])
-    for beam in (1, 3):
-        expected = doubled.translate(SENTENCES, beam=beam)
-        doubled.config.decode = dataclasses.replace(doubled.config.decode, batch_size=3)
-        found = doubled.translate(SENTENCES, beam=beam)
-        doubled.config.decode = dataclasses.replace(doubled.config.decode, batch_size=64)
-        assert [t.text for t in found] == [t.text for t in expected]
-        assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-5)
+    assert_batch_size_changes_no_translation(Translator.load(toy_model_dir, ensemble=[toy_model_dir]), SENTENCES, 3)
 
 
 def test_an_ensemble_decodes_with_the_mean_of_its_models_log_probabilities(toy_model_dir, kept_model):

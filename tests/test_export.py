@@ -24,6 +24,7 @@ pytest_plugins = ["serve_fixtures"]
 from attnmt.store import (WEIGHTS_FILE, build_model, copy_model_files, load_config_file, load_model,  # noqa: E402
                           load_tokenizers, save_weights)
 from attnmt.translator import Translator  # noqa: E402
+from toy import assert_batch_size_changes_no_translation  # noqa: E402
 
 TEXTS = ["one two three", "five", "six seven eight nine ten one", "", "ten ten ten ten"]
 
@@ -105,14 +106,7 @@ def test_onnx_translations_equal_the_torch_ones(toy_model_dir, onnx_dir, beam):
 
 def test_an_exported_model_searching_two_sentences_at_a_time_translates_as_one_batch(onnx_dir):
     """Continuous batching on numpy arrays: the ONNX decoder's states are joined as torch's are."""
-    translator = OnnxTranslator.load(onnx_dir)
-    for beam in (1, 3):
-        expected = translator.translate(TEXTS, beam=beam)
-        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=2)
-        found = translator.translate(TEXTS, beam=beam)
-        translator.config.decode = dataclasses.replace(translator.config.decode, batch_size=64)
-        assert [t.text for t in found] == [t.text for t in expected]
-        assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-5)
+    assert_batch_size_changes_no_translation(OnnxTranslator.load(onnx_dir), TEXTS, 2)
 
 
 def test_translating_an_exported_model_never_imports_torch(onnx_dir, tmp_path):

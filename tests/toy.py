@@ -59,3 +59,22 @@ class StepClock:
     def __call__(self) -> float:
         self.now += self.tick
         return self.now
+
+
+def assert_batch_size_changes_no_translation(translator, texts: list[str], batch_size: int) -> None:
+    """Greedy and beam search (3) give the same texts and scores when ``batch_size`` sentences are
+    searched at a time (continuous batching: waiting sentences join running ones) as in one batch."""
+    import dataclasses
+
+    import pytest
+
+    whole = translator.config.decode
+    for beam in (1, 3):
+        expected = translator.translate(texts, beam=beam)
+        translator.config.decode = dataclasses.replace(whole, batch_size=batch_size)
+        try:
+            found = translator.translate(texts, beam=beam)
+        finally:
+            translator.config.decode = whole
+        assert [t.text for t in found] == [t.text for t in expected]
+        assert [t.score for t in found] == pytest.approx([t.score for t in expected], abs=1e-5)
