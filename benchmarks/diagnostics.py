@@ -1,4 +1,4 @@
-"""Do the attention diagnostics mean something? Three measurements on Multi30k with one model.
+"""Do the diagnostics mean something? Three measurements on Multi30k with one model.
 
     python benchmarks/diagnostics.py runs/multi30k/en_de_s42 --out docs/results/diagnostics_en_de.json
 
@@ -6,18 +6,21 @@
    model's own word alignment of it); one source word that has letters or digits (not a punctuation
    token) and whose aligned target words form one contiguous span is chosen at random (seeded).
    *Omission*: the span is deleted from the reference and the shortened reference force-decoded; the
-   omission flags should point at exactly the source words whose translation was removed (those all
-   of whose aligned target words were deleted). *Repetition*: the span is repeated right after
-   itself; the over-attention flags should point at the source words all of whose aligned target
-   words lie in the span. Precision and recall, summed over sentences, for a range of thresholds; each
-   default is the threshold with the best F1 on val, and test is scored at it. As a baseline, the
-   flags the unchanged references raise (every one of them a false positive of the test).
+   omission flags (attention: coverage below a threshold) and the untranslated flags (the deletion
+   test: the shortened reference gains more than a threshold when the word is left out of the
+   source) should point at exactly the source words whose translation was removed (those all of
+   whose aligned target words were deleted). *Repetition*: the span is repeated right after itself;
+   the over-attention flags should point at the source words all of whose aligned target words lie
+   in the span. Precision and recall, summed over sentences, for a range of thresholds; each flag's
+   threshold is the one with the best F1 on val, and test is scored at it. As a baseline, the flags
+   the unchanged references raise (every one of them a false positive of the test).
 2. Free translations (beam 5, flags at the thresholds chosen on val): BLEU and chrF of the sentences
-   with a flag against those without.
+   with a flag against those without, for the attention's flags and for the deletion test's.
 3. The signals as detectors of bad translations (sentence chrF below ``--bad-chrf``): the AUROC of
    the smallest coverage, the largest coverage, the number of flagged words, the mean entropy, the
-   mean attention on </s>, beside that of the log-probability per token (Guerreiro et al. 2023's
-   strongest baseline). An AUROC of 0.5 is chance; each signal is oriented so that larger means worse.
+   mean attention on </s>, the largest deletion gain, beside that of the log-probability per token
+   (Guerreiro et al. 2023's strongest baseline). An AUROC of 0.5 is chance; each signal is oriented
+   so that larger means worse.
 
 Writes ``--out``, its Markdown twin and a figure (``.png``).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +38,17 @@ from common import RESULTS, command_line, machine, multi30k_dir, write_json
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
 from attnmt.explain.alignment import WordAlignment
-from attnmt.explain.diagnostics import OMISSION_BELOW, REPETITION_ABOVE, diagnose, diagnose_matrix
+from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
+                                        diagnose_matrix, with_deletion_test)
 from attnmt.translator import Translator
 
-OMISSION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)
-REPETITION_THRESHOLDS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5)
-KINDS = {"omission": OMISSION_THRESHOLDS, "repetition": REPETITION_THRESHOLDS}
+KINDS = ("omission", "repetition")  # of controlled change
+FLAGS = {  # flag: (the controlled change it should find, the thresholds tried)
+    "omission": ("omission", (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)),  # coverage below
+    "untranslated": ("omission", (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)),  # deletion gain above
+    "repetition": ("repetition", (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5)),  # coverage above
+}
+DEFAULTS = {"omission": OMISSION_BELOW, "untranslated": UNTRANSLATED_ABOVE, "repetition": REPETITION_ABOVE}
 
 
 def controlled_cases(full: list[WordAlignment], sources: list[str], references: list[str], kind: str,
@@ -71,30 +80,49 @@ def controlled_cases(full: list[WordAlignment], sources: list[str], references: 
     return cases
 
 
-def flags(alignment: WordAlignment, kind: str, threshold: float) -> set[int]:
-    if kind == "omission":
-        found = diagnose_matrix(alignment.attention, alignment.src_words, alignment.trg_words, omission_below=threshold)
-        return set(found.omitted)
-    found = diagnose_matrix(alignment.attention, alignment.src_words, alignment.trg_words, repetition_above=threshold)
-    return set(found.over_attended)
+def flags(found: Diagnostics, flag: str, threshold: float) -> set[int]:
+    """The source words ``flag`` raises at ``threshold``."""
+    if flag == "omission":
+        return {j for j, mass in enumerate(found.coverage) if mass < threshold}
+    if flag == "repetition":
+        return {j for j, mass in enumerate(found.coverage) if mass > threshold}
+    return {j for j, gain in enumerate(found.deletion_gain or []) if gain > threshold}
+
+
+def forced_diagnostics(translator: Translator, sources: list[str], targets: list[str], alignments: list[WordAlignment],
+                       deletion_test: bool) -> list[Diagnostics]:
+    """The diagnostics of force-decoded pairs (their alignments given), with the deletion test's gains."""
+    found = [diagnose_matrix(a.attention, a.src_words, a.trg_words) for a in alignments]
+    if not deletion_test:
+        return found
+    return [with_deletion_test(d, gains) for d, gains in zip(found, translator.deletion_gains(sources, targets))]
 
 
 def score_controlled(translator: Translator, full: list[WordAlignment], cases: list[dict], kind: str) -> dict:
-    """Precision and recall of ``kind``'s flags at each threshold on the changed references, and the
-    flags the unchanged references raise (per sentence)."""
-    changed = translator.align([c["source"] for c in cases], [c["changed"] for c in cases])
+    """Precision and recall of each flag that should find ``kind`` at each of its thresholds on the
+    changed references, and the flags the unchanged references raise (per sentence)."""
+    sources = [c["source"] for c in cases]
+    changed = [c["changed"] for c in cases]
+    found = forced_diagnostics(translator, sources, changed, translator.align(sources, changed), kind == "omission")
+    unchanged = forced_diagnostics(translator, sources, [c["reference"] for c in cases],
+                                   [full[c["index"]] for c in cases], kind == "omission")
     result = {}
-    for threshold in KINDS[kind]:
-        hits = flagged = affected = baseline = 0
-        for case, alignment in zip(cases, changed):
-            raised, wanted = flags(alignment, kind, threshold), set(case["affected"])
-            hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
-            baseline += len(flags(full[case["index"]], kind, threshold))
-        precision, recall = hits / max(flagged, 1), hits / max(affected, 1)
-        result[str(threshold)] = {"precision": round(precision, 3), "recall": round(recall, 3),
-                                  "f1": round(2 * precision * recall / max(precision + recall, 1e-9), 3),
-                                  "flags_per_unchanged_reference": round(baseline / max(len(cases), 1), 3)}
-    return {"sentences": len(cases), "thresholds": result}
+    for flag, (flag_kind, thresholds) in FLAGS.items():
+        if flag_kind != kind:
+            continue
+        result[flag] = {}
+        for threshold in thresholds:
+            hits = flagged = affected = baseline = 0
+            for case, changed_found, unchanged_found in zip(cases, found, unchanged):
+                raised, wanted = flags(changed_found, flag, threshold), set(case["affected"])
+                hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
+                baseline += len(flags(unchanged_found, flag, threshold))
+            precision, recall = hits / max(flagged, 1), hits / max(affected, 1)
+            result[flag][str(threshold)] = {
+                "precision": round(precision, 3), "recall": round(recall, 3),
+                "f1": round(2 * precision * recall / max(precision + recall, 1e-9), 3),
+                "flags_per_unchanged_reference": round(baseline / max(len(cases), 1), 3)}
+    return {"sentences": len(cases), "flags": result}
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float:
@@ -121,10 +149,11 @@ def free_translations(translator: Translator, sources: list[str], references: li
     from sacrebleu.metrics import CHRF
 
     translations = translator.translate(sources, beam=5)
-    diagnostics = [diagnose(t, thresholds["omission"], thresholds["repetition"]) for t in translations]
+    started = time.perf_counter()
+    diagnostics = translator.diagnose(translations)  # with the deletion test
+    deletion_seconds = time.perf_counter() - started
+    raised = [{flag: flags(d, flag, thresholds[flag]) for flag in FLAGS} for d in diagnostics]
     outputs = [t.text for t in translations]
-    flagged = [i for i, d in enumerate(diagnostics) if d.flagged]
-    unflagged = sorted(set(range(len(sources))) - set(flagged))
 
     def corpus(indices: list[int]) -> dict:
         if not indices:
@@ -132,23 +161,29 @@ def free_translations(translator: Translator, sources: list[str], references: li
         bleu, chrf = score_corpus([outputs[i] for i in indices], [references[i] for i in indices])
         return {"sentences": len(indices), "bleu": round(bleu.value, 2), "chrf": round(chrf.value, 2)}
 
+    def split_by(names: tuple[str, ...]) -> dict:
+        flagged = [i for i, found in enumerate(raised) if any(found[name] for name in names)]
+        return {"flagged": corpus(flagged), "unflagged": corpus(sorted(set(range(len(sources))) - set(flagged)))}
+
     chrf = CHRF()
     sentence_chrf = [chrf.sentence_score(o, [r]).score for o, r in zip(outputs, references)]
     bad = [score < bad_chrf for score in sentence_chrf]
     signals = {
         "smallest coverage (lower: worse)": [-min(d.coverage, default=1.0) for d in diagnostics],
         "largest coverage": [max(d.coverage, default=1.0) for d in diagnostics],
-        "flagged words": [len(d.omitted) + len(d.over_attended) for d in diagnostics],
+        "attention-flagged words": [len(r["omission"]) + len(r["repetition"]) for r in raised],
         "mean attention entropy": [d.mean_entropy for d in diagnostics],
         "mean attention on </s>": [d.mean_eos_mass for d in diagnostics],
+        "largest deletion gain": [max(d.deletion_gain or [0.0]) for d in diagnostics],
         "log-probability per token (lower: worse)": [-t.log_prob / (len(t.tokens) + 1) for t in translations],
     }
     all_coverage = np.concatenate([d.coverage for d in diagnostics if d.coverage])
     return {
-        "flagged": corpus(flagged), "unflagged": corpus(unflagged),
+        "attention_flags": split_by(("omission", "repetition")), "deletion_test": split_by(("untranslated",)),
         "thresholds": thresholds,
-        "omission_flag_rate": round(sum(bool(d.omitted) for d in diagnostics) / len(diagnostics), 4),
-        "repetition_flag_rate": round(sum(bool(d.over_attended) for d in diagnostics) / len(diagnostics), 4),
+        "flag_rate": {flag: round(sum(bool(r[flag]) for r in raised) / len(raised), 4) for flag in FLAGS},
+        "deletion_test_seconds": round(deletion_seconds, 1),
+        "source_words": sum(len(d.src_words) for d in diagnostics),
         "bad_chrf_below": bad_chrf, "bad_sentences": int(sum(bad)),
         "auroc": {name: round(auroc(values, bad), 3) for name, values in signals.items()},
         "coverage_percentiles": {str(q): round(float(np.percentile(all_coverage, q)), 3) for q in (1, 5, 50, 95, 99, 99.9)},
@@ -160,25 +195,25 @@ def plot(report: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(15, 4), layout="constrained")
+    figure = Figure(figsize=(20, 4), layout="constrained")
     FigureCanvasAgg(figure)
-    for index, kind in enumerate(KINDS):
-        axes = figure.add_subplot(1, 3, index + 1)
+    for index, (flag, (kind, _)) in enumerate(FLAGS.items()):
+        axes = figure.add_subplot(1, len(FLAGS) + 1, index + 1)
         for split in ("val", "test"):
-            curve = report["controlled"][kind][split]["thresholds"]
+            curve = report["controlled"][kind][split]["flags"][flag]
             thresholds = sorted(curve, key=float)
             axes.plot([curve[t]["recall"] for t in thresholds], [curve[t]["precision"] for t in thresholds],
                       marker="o", label=split)
-            chosen = curve[str(report["chosen_on_val"][kind])]
-            axes.annotate(str(report["chosen_on_val"][kind]), (chosen["recall"], chosen["precision"]), fontsize=7)
+            chosen = curve[str(report["chosen_on_val"][flag])]
+            axes.annotate(str(report["chosen_on_val"][flag]), (chosen["recall"], chosen["precision"]), fontsize=7)
         axes.set_xlabel("recall")
         axes.set_ylabel("precision")
         axes.set_xlim(0, 1.02)
         axes.set_ylim(0, 1.02)
-        axes.set_title(f"{kind} flags on controlled {kind}s\n(one point per threshold, chosen one labelled)", fontsize=9)
+        axes.set_title(f"{flag} flags on controlled {kind}s\n(one point per threshold, chosen one labelled)", fontsize=9)
         axes.legend()
         axes.grid(alpha=0.3)
-    right = figure.add_subplot(1, 3, 3)
+    right = figure.add_subplot(1, len(FLAGS) + 1, len(FLAGS) + 1)
     free = report["free"]
     bad = np.asarray(free["bad"])
     for name, values in free["signals"].items():
@@ -197,25 +232,27 @@ def plot(report: dict, path: Path) -> None:
 
 def markdown(report: dict) -> str:
     lines = [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`", ""]
-    for kind in KINDS:
-        lines += [f"Controlled {kind}s ({report['controlled'][kind]['val']['sentences']} val, "
-                  f"{report['controlled'][kind]['test']['sentences']} test sentences):", "",
+    for flag, (kind, _) in FLAGS.items():
+        val, test = report["controlled"][kind]["val"], report["controlled"][kind]["test"]
+        lines += [f"{flag} flags on controlled {kind}s ({val['sentences']} val, {test['sentences']} test sentences):", "",
                   "| threshold | val precision | val recall | val F1 | test precision | test recall | test F1 | "
                   "test flags per unchanged reference |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        val, test = report["controlled"][kind]["val"]["thresholds"], report["controlled"][kind]["test"]["thresholds"]
-        for threshold in val:
-            mark = " (chosen)" if float(threshold) == report["chosen_on_val"][kind] else ""
-            v, t = val[threshold], test[threshold]
+        for threshold, v in val["flags"][flag].items():
+            mark = " (chosen)" if float(threshold) == report["chosen_on_val"][flag] else ""
+            t = test["flags"][flag][threshold]
             lines.append(f"| {threshold}{mark} | {v['precision']} | {v['recall']} | {v['f1']} | {t['precision']} | "
                          f"{t['recall']} | {t['f1']} | {t['flags_per_unchanged_reference']} |")
         lines.append("")
     free = report["free"]
     lines += ["Free translations of test (beam 5), at the chosen thresholds:", "",
-              "| sentences | count | BLEU | chrF2 |", "| --- | ---: | ---: | ---: |"]
-    for name in ("flagged", "unflagged"):
-        row = free[name]
-        lines.append(f"| {name} | {row['sentences']} | {row.get('bleu', '')} | {row.get('chrf', '')} |")
-    lines += ["", f"Detecting the {free['bad_sentences']} translations with sentence chrF2 < {free['bad_chrf_below']:g}:",
+              "| split by | sentences | count | BLEU | chrF2 |", "| --- | --- | ---: | ---: | ---: |"]
+    for split_by in ("attention_flags", "deletion_test"):
+        for name in ("flagged", "unflagged"):
+            row = free[split_by][name]
+            lines.append(f"| {split_by} | {name} | {row['sentences']} | {row.get('bleu', '')} | {row.get('chrf', '')} |")
+    lines += ["", f"Share of translations with each flag: {free['flag_rate']}; the deletion test took "
+              f"{free['deletion_test_seconds']} s for {free['source_words']} source words.", "",
+              f"Detecting the {free['bad_sentences']} translations with sentence chrF2 < {free['bad_chrf_below']:g}:",
               "", "| signal | AUROC |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
     return "\n".join(lines) + "\n"
@@ -240,13 +277,13 @@ def main(argv: list[str] | None = None) -> None:
             cases = controlled_cases(full, sources, references, kind, args.seed)
             controlled[kind][split] = score_controlled(translator, full, cases, kind)
             print(split, kind, controlled[kind][split], flush=True)
-    chosen = {kind: max(KINDS[kind], key=lambda t: controlled[kind]["val"]["thresholds"][str(t)]["f1"])
-              for kind in KINDS}
+    chosen = {flag: max(thresholds, key=lambda t: controlled[kind]["val"]["flags"][flag][str(t)]["f1"])
+              for flag, (kind, thresholds) in FLAGS.items()}
     report = {
         "machine": machine(), "command": command_line("diagnostics.py", argv), "model": str(args.model_dir),
-        "defaults_when_run": {"omission": OMISSION_BELOW, "repetition": REPETITION_ABOVE},
-        "controlled": controlled, "chosen_on_val": chosen,
-        "test_at_chosen": {kind: controlled[kind]["test"]["thresholds"][str(chosen[kind])] for kind in KINDS},
+        "defaults_when_run": DEFAULTS, "controlled": controlled, "chosen_on_val": chosen,
+        "test_at_chosen": {flag: controlled[kind]["test"]["flags"][flag][str(chosen[flag])]
+                           for flag, (kind, _) in FLAGS.items()},
         "free": free_translations(translator, *data["test"], args.bad_chrf, chosen),
     }
     write_json(args.out, report)

@@ -136,12 +136,14 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     out = tmp_path / "diagnostics.json"
     load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out)])
     report = json.loads(out.read_text(encoding="utf-8"))
-    for kind in ("omission", "repetition"):
-        assert set(report["controlled"][kind]) == {"val", "test"} and report["chosen_on_val"][kind] > 0
-        assert 0 <= report["test_at_chosen"][kind]["precision"] <= 1
+    assert set(report["controlled"]["omission"]) == {"val", "test"}
+    assert set(report["controlled"]["omission"]["test"]["flags"]) == {"omission", "untranslated"}
+    for flag in ("omission", "untranslated", "repetition"):
+        assert 0 <= report["test_at_chosen"][flag]["precision"] <= 1
     assert report["free"]["thresholds"] == report["chosen_on_val"]  # free translations flagged at the chosen values
-    assert "log-probability per token (lower: worse)" in report["free"]["auroc"]
-    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG") and "| flagged |" in out.with_suffix(".md").read_text()
+    assert {"log-probability per token (lower: worse)", "largest deletion gain"} <= set(report["free"]["auroc"])
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert "| deletion_test | flagged |" in out.with_suffix(".md").read_text()
 
     out = tmp_path / "coverage.json"
     load_script("coverage_penalty").main([str(toy_model_dir), "--betas", "0,1", "--data", str(toy_multi30k), "--out", str(out),

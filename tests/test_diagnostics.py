@@ -1,5 +1,6 @@
 """Diagnostics read off attention: coverage, omission and repetition flags, entropy, </s> mass, on
-hand-made matrices and on translations through every way users get them."""
+hand-made matrices and on translations through every way users get them; and the deletion test,
+which asks the model whether a translation needs each source word."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from attnmt.errors import NoAttentionError
-from attnmt.explain.diagnostics import OMISSION_BELOW, diagnose_matrix
+from attnmt.explain.diagnostics import (OMISSION_BELOW, deletion_variants, diagnose_matrix,
+                                        with_deletion_test)
 from attnmt.translator import Translator
 
 
@@ -84,3 +88,61 @@ def test_a_model_without_attention_has_no_diagnostics(toy_none_model_dir):
     translation = Translator.load(toy_none_model_dir).translate(["one two"])[0]
     with pytest.raises(NoAttentionError):
         translation.diagnostics
+
+
+def test_the_deletion_test_flags_the_words_whose_gain_is_above_the_threshold():
+    attention = matrix([[0.9, 0.0, 0.0, 0.1], [0.0, 0.0, 0.9, 0.1], [0.0, 0.0, 0.0, 1.0]])
+    found = diagnose_matrix(attention, SRC, ["a", "ball"])
+    assert found.deletion_gain is None and found.untranslated == []
+    tested = with_deletion_test(found, [-4.0, 0.3, -2.5], untranslated_above=0.0)
+    assert tested.untranslated == [1] and tested.flagged
+    assert tested.coverage == found.coverage  # the attention's figures are kept
+    assert tested.to_dict()["deletion_gain"] == [-4.0, 0.3, -2.5] and tested.to_dict()["untranslated"] == [1]
+    assert with_deletion_test(found, [-4.0, 0.3, -2.5], untranslated_above=0.5).untranslated == []
+    with pytest.raises(ValueError, match="2 deletion gains for 3 source words"):
+        with_deletion_test(found, [-4.0, 0.3])
+
+
+@given(st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=3), max_size=6))
+def test_each_deletion_variant_is_the_source_without_exactly_one_word(words):
+    variants = deletion_variants(words)
+    assert len(variants) == len(words)
+    for j, variant in enumerate(variants):
+        assert variant == [piece for word in words[:j] + words[j + 1 :] for piece in word]
+
+
+def test_the_deletion_test_finds_the_source_word_a_translation_left_out(toy_model_dir):
+    """The toy model translates number words one for one: a complete translation is less probable
+    without any of its source words, and one that skips "two" gains most when "two" is gone (other
+    words may gain too: this model also counts words, and any deletion shortens the source)."""
+    translator = Translator.load(toy_model_dir)
+    source = "one two three four"
+    full, skipped = translator.deletion_gains([source, source], ["eins zwei drei vier", "eins drei vier"])
+    assert (full < 0).all(), full
+    assert skipped[1] > 0 and int(np.argmax(skipped)) == 1, skipped
+    whole, *without = translator.score([source] + [" ".join(w for i, w in enumerate(source.split()) if i != j)
+                                                   for j in range(4)], ["eins drei vier"] * 5)
+    np.testing.assert_allclose(skipped, [score.log_prob - whole.log_prob for score in without], atol=1e-4)
+
+
+def test_diagnose_runs_the_deletion_test_on_the_search_output(toy_model_dir, tmp_path):
+    translator = Translator.load(toy_model_dir)
+    translation, empty = translator.translate(["five six seven", ""], beam=3)
+    assert translation.text == "fünf sechs sieben"
+    found, nothing = translator.diagnose([translation, empty])
+    assert found.coverage == translation.diagnostics.coverage and found.untranslated == []
+    np.testing.assert_allclose(found.deletion_gain, translator.deletion_gains(["five six seven"], [translation.text])[0],
+                               atol=1e-4)
+    assert nothing.deletion_gain == [] and not nothing.flagged
+    assert translator.diagnose([translation], deletion_test=False)[0].deletion_gain is None
+    source = tmp_path / "in.en"
+    source.write_text("five six seven\n\none\n", encoding="utf-8")
+    command = [sys.executable, "-m", "attnmt", "translate", str(toy_model_dir), "-i", str(source), "--beam", "3"]
+    completed = subprocess.run(command + ["--diagnostics", str(tmp_path / "d.jsonl"), "--deletion-test"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [len(line["deletion_gain"]) for line in lines] == [3, 0, 1]
+    assert lines[0]["deletion_gain"] == pytest.approx(found.deletion_gain, abs=1e-3)
+    refused = subprocess.run(command + ["--deletion-test"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "--deletion-test goes with --diagnostics" in refused.stderr

@@ -93,6 +93,9 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diagnostics", type=Path, metavar="FILE",
                    help="also write what the attention says about each translation here: one JSON line per input "
                         "line (coverage of each source word, possible omissions and repetitions, entropy, </s> mass)")
+    p.add_argument("--deletion-test", action="store_true",
+                   help="with --diagnostics: also score each translation with each source word left out, and flag "
+                        "the words it is no less probable without as untranslated (one forced decoding per word)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is one only on a terminal)")
     p.set_defaults(run=_run_translate)
 
@@ -406,7 +409,9 @@ def _line_bar(path: Path | None, description: str, quiet: bool):
 
 
 def _run_translate(args: argparse.Namespace) -> int:
-    translator = _load_translator(args.model_dir, args, precision=args.precision)
+    if args.deletion_test and args.diagnostics is None:
+        raise SystemExit("attnmt translate: --deletion-test goes with --diagnostics FILE (where its results are written)")
+    translator = _load_translator(args.model_dir, args, forced_decoding=args.deletion_test, precision=args.precision)
     sampling = {"sampling": True, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                 "seed": args.seed} if args.sampling else {}
     if not args.sampling and any(value is not None for value in (args.temperature, args.top_k, args.top_p, args.seed)):
@@ -424,8 +429,9 @@ def _run_translate(args: argparse.Namespace) -> int:
             else:
                 out.writelines(n_best[0].text + "\n" for n_best in chunk)
             if diagnostics is not None:  # of the best translation of each line
-                diagnostics.writelines(json.dumps(n_best[0].diagnostics.to_dict(), ensure_ascii=False) + "\n"
-                                       for n_best in chunk)
+                best = [n_best[0] for n_best in chunk]
+                found = translator.diagnose(best) if args.deletion_test else [t.diagnostics for t in best]
+                diagnostics.writelines(json.dumps(d.to_dict(), ensure_ascii=False) + "\n" for d in found)
                 diagnostics.flush()
             out.flush()  # every line of a chunk is out before the next chunk is read
             bar.update(len(chunk))

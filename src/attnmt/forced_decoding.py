@@ -20,7 +20,7 @@ class ForcedDecoding:
     """What the model computed while being fed one given translation."""
 
     token_log_probs: np.ndarray  # (len(trg)+1,) log-probability of each target token, then of </s>
-    attention: np.ndarray | None  # (len(trg)+1, len(src)+1) with the </s> row and column; None without attention
+    attention: np.ndarray | None  # (len(trg)+1, len(src)+1) with the </s> row and column; None unless asked for
 
     @property
     def log_prob(self) -> float:
@@ -38,7 +38,8 @@ def forced_decode(
     need_attention: bool = False,
 ) -> list[ForcedDecoding]:
     """Forced decoding in length-sorted batches of ``batch_size``; results in input order.
-    ``need_attention``: a model without attention is then a NoAttentionError."""
+    ``need_attention``: keep each pair's attention (a model without attention is then a
+    NoAttentionError); without it only the log-probabilities are kept."""
     if len(src_ids) != len(trg_ids):
         raise ValueError(f"{len(src_ids)} sources but {len(trg_ids)} targets: they must pair up one to one")
     if need_attention and not model_has_attention(model):
@@ -50,7 +51,7 @@ def forced_decode(
         logits, attention = model(batch.src, batch.src_lengths, batch.trg_input)  # (batch, trg_len, vocab)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         token_log_probs = log_probs.gather(2, batch.trg_output.unsqueeze(2)).squeeze(2).cpu().numpy()  # (batch, trg_len)
-        attention = None if attention is None else attention.float().cpu().numpy()  # (batch, trg_len, src_len)
+        attention = attention.float().cpu().numpy() if need_attention else None  # (batch, trg_len, src_len)
         for row, position in enumerate(batch.indices):
             n_trg, n_src = len(trg_ids[position]) + 1, len(src_ids[position]) + 1
             results[position] = ForcedDecoding(

@@ -9,7 +9,8 @@ translations carry no attention matrix (``attention`` is None) and it cannot ali
 The translator is text in, text out (attnmt.translation.TextTranslator, which the ONNX translator of
 attnmt.export shares): it cleans and tokenizes, hands token ids to attnmt.decoding, and detokenizes
 what comes back. This class adds what needs PyTorch: devices and precisions, ensembles, shortlists,
-and forced decoding (scoring and aligning given translations).
+and forced decoding (scoring and aligning given translations, and the deletion test of
+``diagnose``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError
-from attnmt.explain.alignment import WordAlignment, attention_links, merge_groups
+from attnmt.explain.alignment import WordAlignment, attention_links, group_words, merge_groups
+from attnmt.explain.diagnostics import Diagnostics, deletion_variants, with_deletion_test
 from attnmt.forced_decoding import ForcedDecoding, forced_decode
 from attnmt.model import Seq2Seq
 from attnmt.model.ensemble import Ensemble
@@ -145,19 +147,63 @@ class Translator(TextTranslator):
         return [PairScore([self.trg_tokenizer.id_to_piece(t) for t in f.trg_ids] + [EOS_PIECE],
                           f.result.token_log_probs, f.alignment() if alignment else None) for f in forced]
 
+    def diagnose(self, translations: Sequence[Translation], deletion_test: bool = True) -> list[Diagnostics]:
+        """What the attention says about each translation (``Translation.diagnostics``) and, with
+        ``deletion_test``, what the model says when each source word is left out: the deletion gains
+        and the words they flag as untranslated (attnmt.explain.diagnostics). The test costs one forced
+        decoding per source word of each translation. Raises NoAttentionError for a model without
+        attention."""
+        diagnostics = [translation.diagnostics for translation in translations]
+        if not deletion_test:
+            return diagnostics
+        src_words = [[[self.src_tokenizer.piece_to_id(t.src_tokens[i]) for i in word] for word in group_words(t.src_tokens)]
+                     for t in translations]
+        trg_ids = [[self.trg_tokenizer.piece_to_id(piece) for piece in t.tokens] for t in translations]
+        return [with_deletion_test(found, gains)
+                for found, gains in zip(diagnostics, self._deletion_gains(src_words, trg_ids))]
+
+    def deletion_gains(self, sources: Sequence[str], targets: Sequence[str]) -> list[np.ndarray]:
+        """The deletion test on given translations: for each whitespace-separated word of ``sources[i]``,
+        log P(targets[i] | the source without that word) − log P(targets[i] | the source), in nats
+        (attnmt.explain.diagnostics)."""
+        src_pieces, trg_pieces = self._word_pieces(sources, targets)
+        return self._deletion_gains(src_pieces, [_concat(pieces) for pieces in trg_pieces])
+
+    def _deletion_gains(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]]) -> list[np.ndarray]:
+        """Deletion gains from piece ids: each source as its words' pieces, each target flat."""
+        sources, targets = [], []
+        for words, target in zip(src_words, trg_ids):
+            variants = [_concat(words)] + deletion_variants(words)  # the whole source first
+            sources += variants
+            targets += [target] * len(variants)
+        with autocast(self.precision, self.device):
+            results = forced_decode(self.model, sources, targets, self.config.decode.batch_size, self.device)
+        gains, start = [], 0
+        for words in src_words:
+            whole = results[start].log_prob
+            gains.append(np.array([result.log_prob - whole for result in results[start + 1 : start + 1 + len(words)]]))
+            start += len(words) + 1
+        return gains
+
     def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
         """Forced decoding of each (source, target) pair, the texts cut into whitespace-separated words
         and each word encoded on its own, so that pieces map back to words."""
-        if len(sources) != len(targets):
-            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
-        src_words = [source.split() for source in sources]
-        trg_words = [target.split() for target in targets]
-        src_pieces = [self.src_tokenizer.encode_batch([clean_line(w) for w in words]) for words in src_words]
-        trg_pieces = [self.trg_tokenizer.encode_batch([clean_line(w) for w in words]) for words in trg_words]
+        src_pieces, trg_pieces = self._word_pieces(sources, targets)
         with autocast(self.precision, self.device):
             results = forced_decode(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
                                     self.config.decode.batch_size, self.device, need_attention=need_attention)
-        return [_Forced(*fields) for fields in zip(results, src_words, trg_words, src_pieces, trg_pieces)]
+        return [_Forced(result, source.split(), target.split(), src, trg)
+                for result, source, target, src, trg in zip(results, sources, targets, src_pieces, trg_pieces)]
+
+    def _word_pieces(self, sources: Sequence[str], targets: Sequence[str],
+                     ) -> tuple[list[list[list[int]]], list[list[list[int]]]]:
+        """Each text's whitespace-separated words, each word encoded on its own (SentencePiece splits at
+        whitespace first, so these are the pieces of the whole text): (source, target) pieces per word."""
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: they must pair up one to one")
+        src_pieces = [self.src_tokenizer.encode_batch([clean_line(w) for w in source.split()]) for source in sources]
+        trg_pieces = [self.trg_tokenizer.encode_batch([clean_line(w) for w in target.split()]) for target in targets]
+        return src_pieces, trg_pieces
 
     def _pair_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None,
                      ) -> Iterator[tuple[list[str], list[str]]]:

@@ -158,6 +158,10 @@ class SubwordTokenizer:
     def id_to_piece(self, token_id: int) -> str:
         return self.processor.id_to_piece(int(token_id))
 
+    def piece_to_id(self, piece: str) -> int:
+        """The id of a piece (``<unk>``'s for a piece not in the vocabulary)."""
+        return self.processor.piece_to_id(piece)
+
     def __len__(self) -> int:
         return self.vocab_size
 

@@ -14,15 +14,28 @@ source word, ``</s>`` last on both sides:
                  with no source counterpart, and for output that looks at nothing
 
 A source word is flagged as a possible omission when its coverage is below ``OMISSION_BELOW``, as
-over-attended when it is above ``REPETITION_ABOVE``. docs/attention.md measures what the flags are
-worth on Multi30k (benchmarks/diagnostics.py) and why these defaults were kept rather than the
-thresholds with the best F1 on val.
+over-attended when it is above ``REPETITION_ABOVE``.
+
+Attention alone is a weak witness of omissions (a decoder looks at the word it is about to translate
+whether or not it then translates it), so a second, costlier check asks the model itself: the
+**deletion test** (contrastive conditioning, Vamvas and Sennrich 2022). The translation is scored
+again with each source word left out of the source in turn:
+
+    deletion_gain[j] = log P(translation | source without word j) − log P(translation | source)
+
+summed over the translation's tokens, in nats. A translation that renders word j needs it: leaving
+it out makes the translation less probable (a negative gain). A translation that left word j out is
+no less probable without it, often more: a gain above ``UNTRANSLATED_ABOVE`` flags j as
+``untranslated``. The gains come from the model (``Translator.diagnose``); here they are only read.
+
+docs/attention.md measures what each flag is worth on Multi30k (benchmarks/diagnostics.py) and how
+the defaults were chosen.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -30,6 +43,7 @@ from attnmt.explain.alignment import AttendedTranslation, word_attention
 
 OMISSION_BELOW = 0.25  # coverage under which a source word counts as possibly untranslated
 REPETITION_ABOVE = 2.0  # coverage above which a source word counts as possibly translated more than once
+UNTRANSLATED_ABOVE = 0.0  # deletion gain (nats) above which a source word counts as untranslated
 
 
 @dataclass
@@ -45,11 +59,14 @@ class Diagnostics:
     over_attended: list[int] = field(default_factory=list)  # source words with coverage > repetition_above
     omission_below: float = OMISSION_BELOW
     repetition_above: float = REPETITION_ABOVE
+    deletion_gain: list[float] | None = None  # per source word; None: the deletion test was not run
+    untranslated: list[int] = field(default_factory=list)  # source words with deletion_gain > untranslated_above
+    untranslated_above: float = UNTRANSLATED_ABOVE
 
     @property
     def flagged(self) -> bool:
-        """Whether any source word looks omitted or over-attended."""
-        return bool(self.omitted or self.over_attended)
+        """Whether any source word looks omitted, over-attended or (by the deletion test) untranslated."""
+        return bool(self.omitted or self.over_attended or self.untranslated)
 
     @property
     def mean_entropy(self) -> float:
@@ -62,8 +79,8 @@ class Diagnostics:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON, rounded to 4 decimals, with the summary figures."""
         plain = asdict(self)
-        for key in ("coverage", "entropy", "eos_mass"):
-            plain[key] = [round(value, 4) for value in plain[key]]
+        for key in ("coverage", "entropy", "eos_mass", "deletion_gain"):
+            plain[key] = None if plain[key] is None else [round(value, 4) for value in plain[key]]
         plain.update(flagged=self.flagged, mean_entropy=round(self.mean_entropy, 4),
                      mean_eos_mass=round(self.mean_eos_mass, 4))
         return plain
@@ -95,6 +112,23 @@ def diagnose_matrix(attention: np.ndarray, src_words: list[str], trg_words: list
     over = [j for j, mass in enumerate(coverage) if mass > repetition_above]
     return Diagnostics(list(src_words), list(trg_words), coverage.tolist(), entropy, rows[:, -1].tolist(), omitted,
                        over, omission_below, repetition_above)
+
+
+def with_deletion_test(diagnostics: Diagnostics, deletion_gain: Sequence[float],
+                       untranslated_above: float = UNTRANSLATED_ABOVE) -> Diagnostics:
+    """The diagnostics with the deletion test's gains (one per source word, see the module docstring)
+    and the words they flag as untranslated."""
+    if len(deletion_gain) != len(diagnostics.src_words):
+        raise ValueError(f"{len(deletion_gain)} deletion gains for {len(diagnostics.src_words)} source words")
+    gains = [float(gain) for gain in deletion_gain]
+    return replace(diagnostics, deletion_gain=gains, untranslated_above=untranslated_above,
+                   untranslated=[j for j, gain in enumerate(gains) if gain > untranslated_above])
+
+
+def deletion_variants(words: Sequence[Sequence[int]]) -> list[list[int]]:
+    """The source with each word left out in turn, as one flat sequence of piece ids per word:
+    ``words`` holds each word's pieces."""
+    return [[piece for i, word in enumerate(words) if i != j for piece in word] for j in range(len(words))]
 
 
 def _entropy(row: np.ndarray) -> float:

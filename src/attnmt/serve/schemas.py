@@ -50,6 +50,12 @@ class DiagnosticsResult(BaseModel):
     over_attended: list[int] = Field(description="source words whose coverage is over repetition_above")
     omission_below: float
     repetition_above: float
+    deletion_gain: list[float] | None = Field(
+        None, description="per source word: log P(translation | source without it) − log P(translation | source), "
+                          "in nats; null unless the deletion test ran")
+    untranslated: list[int] = Field(default_factory=list,
+                                    description="source words whose deletion gain is over untranslated_above")
+    untranslated_above: float
     flagged: bool
     mean_entropy: float
     mean_eos_mass: float
