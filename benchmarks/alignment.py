@@ -17,7 +17,9 @@ pre-tokenized and lowercased, as distributed: both aligners see them as they are
   the piece (Luong attention comes from hₜ, the state that emits yₜ) or from the step after it
   (``shift``, Chen et al. 2020), and with only the links that are the argmax both ways; and, for
   comparison, ``attnmt align``'s default (pieces' attention merged into words, then one link per
-  target word);
+  target word); and, not from attention, the deletion test (``by_deletion``: each target piece linked
+  to the source word whose deletion from the source lowers its log-probability most, Li et al.
+  2019's prediction difference), one way and both ways;
 - the BLEU of each model on test_2016_flickr (beam 5, cased and lowercased).
 
 AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|); precision counts against sure and possible links, recall
@@ -54,6 +56,8 @@ READINGS = {  # how links are read off attention (Translator.align); pieces link
     "argmax both ways": {"both_ways": True, "by_pieces": True},
     "argmax both ways, shifted": {"shift": True, "both_ways": True, "by_pieces": True},
     "word-level attention (attnmt align's default)": {},
+    "not attention: the deletion test (prediction difference)": {"by_deletion": True},
+    "not attention: the deletion test, both ways": {"by_deletion": True, "both_ways": True},
 }
 
 

@@ -14,6 +14,7 @@ from attnmt.explain.alignment import (
     alignment_error_rate,
     attention_links,
     check_gold_fits,
+    deletion_links,
     merge_subwords,
 )
 from attnmt.data.alignments import parse_alignment, read_alignments
@@ -113,6 +114,28 @@ def test_many_target_words_may_share_a_source_word_and_a_word_without_pieces_lin
 
 
 # --- gold files ----------------------------------------------------------------------------------
+
+
+def test_each_target_piece_links_to_the_source_word_whose_deletion_hurts_it_most():
+    # rows: target pieces "▁Hund" "e" "▁bellt" then </s>; columns: source words "dogs" "bark" "loudly"
+    effects = np.array([[-3.0, -0.5, 0.1],
+                        [-0.2, -0.1, -0.4],
+                        [-0.1, -2.0, -1.5],
+                        [-9.0, -9.0, -9.0]])  # </s>: never linked
+    groups = [[0, 1], [2]]  # target words: "Hunde" (two pieces), "bellt"
+    assert deletion_links(effects, groups) == [(0, 0), (2, 0), (1, 1)]  # a word takes its pieces' links
+    assert deletion_links(effects, groups, both_ways=True) == [(0, 0), (1, 1)]  # "loudly" hurts "▁bellt" less than "bark" does
+    assert deletion_links(np.array([[0.5, 0.0], [-1.0, -1.0]]), [[0]]) == []  # no deletion lowers it: unlinked
+    assert deletion_links(np.zeros((1, 2)), []) == []  # an empty target
+
+
+def test_the_deletion_test_aligns_a_word_for_word_translation_word_for_word(toy_model_dir):
+    from attnmt.translator import Translator
+
+    translator = Translator.load(toy_model_dir)
+    [alignment] = translator.align(["two nine four one"], ["zwei neun vier eins"], by_deletion=True)
+    assert alignment.links == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert alignment.attention.shape == (5, 5)  # the attention is still there, to look at
 
 
 def test_gold_line_sure_and_possible_links():

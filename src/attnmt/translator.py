@@ -28,7 +28,7 @@ from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError
-from attnmt.explain.alignment import WordAlignment, attention_links, group_words, merge_groups
+from attnmt.explain.alignment import WordAlignment, attention_links, deletion_links, group_words, merge_groups
 from attnmt.explain.diagnostics import Diagnostics, deletion_variants, with_deletion_test
 from attnmt.forced_decoding import ForcedDecoding, forced_decode
 from attnmt.model import Seq2Seq
@@ -121,7 +121,7 @@ class Translator(TextTranslator):
             yield self.score(sources, targets, alignment)
 
     def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
-              both_ways: bool = False, by_pieces: bool = False) -> list[WordAlignment]:
+              both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
@@ -132,10 +132,18 @@ class Translator(TextTranslator):
         2020's shift); ``both_ways``: only links that are the argmax in both directions;
         ``by_pieces``: link the pieces first (each target piece to its argmax source piece), then two
         words wherever any of their pieces are linked (the usual way of scoring subword aligners;
-        a target word of several pieces may then link to several source words). Raises
-        NoAttentionError for a model without attention."""
-        return [forced.alignment(shift, both_ways, by_pieces)
-                for forced in self._force(sources, targets, need_attention=True)]
+        a target word of several pieces may then link to several source words). ``by_deletion``: not
+        from attention but from the deletion test (each target piece linked to the source word whose
+        deletion lowers its log-probability most, ``explain.alignment.deletion_links``; ``both_ways``
+        applies, ``shift`` does not; one forced decoding per source word). Raises NoAttentionError
+        for a model without attention."""
+        forced = self._force(sources, targets, need_attention=True)
+        alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
+        if by_deletion:
+            effects = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced])
+            for alignment, f, effect in zip(alignments, forced, effects):
+                alignment.links = deletion_links(effect, _piece_groups(f.word_trg_ids)[:-1], both_ways)
+        return alignments
 
     def score(self, sources: Sequence[str], targets: Sequence[str], alignment: bool = False) -> list[PairScore]:
         """How probable each given translation is: the log-probability of ``targets[i]`` given
@@ -171,6 +179,11 @@ class Translator(TextTranslator):
 
     def _deletion_gains(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]]) -> list[np.ndarray]:
         """Deletion gains from piece ids: each source as its words' pieces, each target flat."""
+        return [effects.sum(axis=0) for effects in self._deletion_effects(src_words, trg_ids)]
+
+    def _deletion_effects(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]]) -> list[np.ndarray]:
+        """For each pair, (len(target) + 1, source words): how much each target token's log-probability
+        (``</s>`` last) changes when each source word is left out of the source."""
         sources, targets = [], []
         for words, target in zip(src_words, trg_ids):
             variants = [_concat(words)] + deletion_variants(words)  # the whole source first
@@ -178,12 +191,13 @@ class Translator(TextTranslator):
             targets += [target] * len(variants)
         with autocast(self.precision, self.device):
             results = forced_decode(self.model, sources, targets, self.config.decode.batch_size, self.device)
-        gains, start = [], 0
-        for words in src_words:
-            whole = results[start].log_prob
-            gains.append(np.array([result.log_prob - whole for result in results[start + 1 : start + 1 + len(words)]]))
+        effects, start = [], 0
+        for words, target in zip(src_words, trg_ids):
+            whole = results[start].token_log_probs  # (len(target) + 1,)
+            without = [result.token_log_probs for result in results[start + 1 : start + 1 + len(words)]]
+            effects.append(np.stack(without, axis=1) - whole[:, None] if without else np.zeros((len(target) + 1, 0)))
             start += len(words) + 1
-        return gains
+        return effects
 
     def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
         """Forced decoding of each (source, target) pair, the texts cut into whitespace-separated words

@@ -145,6 +145,24 @@ def attention_links(word_attention: np.ndarray, both_ways: bool = False) -> list
     return links
 
 
+def deletion_links(effects: np.ndarray, trg_groups: Sequence[Sequence[int]], both_ways: bool = False) -> list[Link]:
+    """Links from the deletion test's effects (trg_pieces + 1, src_words): how much each target piece's
+    log-probability (``</s>`` last) changes when each source word is left out of the source. Each
+    target piece is linked to the source word whose deletion lowers its log-probability most, if any
+    lowers it (Li et al. 2019's prediction difference, in log-probabilities), and a target word to
+    the source words any of its pieces are linked to. ``both_ways``: only the links where that target
+    piece is also the one the source word's deletion hurts most."""
+    drops = -np.asarray(effects, dtype=np.float64)[:-1]  # (trg_pieces, src_words), the </s> row left out
+    if drops.size == 0:
+        return []
+    best_source = drops.argmax(axis=1)  # (trg_pieces,)
+    best_piece = drops.argmax(axis=0)  # (src_words,)
+    word_of_piece = {piece: word for word, pieces in enumerate(trg_groups) for piece in pieces}
+    links = {(int(source), word_of_piece[piece]) for piece, source in enumerate(best_source)
+             if drops[piece, source] > 0 and (not both_ways or best_piece[source] == piece)}
+    return sorted(links, key=lambda link: (link[1], link[0]))
+
+
 @dataclass
 class WordAlignment:
     """One sentence pair aligned word by word, with the word-level attention the links come from."""
