@@ -17,9 +17,10 @@ pre-tokenized and lowercased, as distributed: both aligners see them as they are
   the piece (Luong attention comes from hₜ, the state that emits yₜ) or from the step after it
   (``shift``, Chen et al. 2020), and with only the links that are the argmax both ways; and, for
   comparison, ``attnmt align``'s default (pieces' attention merged into words, then one link per
-  target word); and, not from attention, the deletion test (``by_deletion``: each target piece linked
+  target word); not from attention, the deletion test (``deletion_only``: each target piece linked
   to the source word whose deletion from the source lowers its log-probability most, Li et al.
-  2019's prediction difference), one way and both ways;
+  2019's prediction difference); and the two together (``by_deletion``: the attention a piece gave
+  a word times the drop), one way and both ways;
 - the BLEU of each model on test_2016_flickr (beam 5, cased and lowercased).
 
 AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|); precision counts against sure and possible links, recall
@@ -56,8 +57,10 @@ READINGS = {  # how links are read off attention (Translator.align); pieces link
     "argmax both ways": {"both_ways": True, "by_pieces": True},
     "argmax both ways, shifted": {"shift": True, "both_ways": True, "by_pieces": True},
     "word-level attention (attnmt align's default)": {},
-    "not attention: the deletion test (prediction difference)": {"by_deletion": True},
-    "not attention: the deletion test, both ways": {"by_deletion": True, "both_ways": True},
+    "not attention: the deletion test (prediction difference)": {"by_deletion": True, "deletion_only": True},
+    "not attention: the deletion test, both ways": {"by_deletion": True, "deletion_only": True, "both_ways": True},
+    "attention x the deletion test's drop": {"by_deletion": True},
+    "attention x the deletion test's drop, both ways": {"by_deletion": True, "both_ways": True},
 }
 
 

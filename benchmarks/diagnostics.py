@@ -43,12 +43,15 @@ from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRAN
 from attnmt.translator import Translator
 
 KINDS = ("omission", "repetition")  # of controlled change
+UNTRANSLATED_THRESHOLDS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # nats
 FLAGS = {  # flag: (the controlled change it should find, the thresholds tried)
     "omission": ("omission", (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)),  # coverage below
-    "untranslated": ("omission", (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)),  # deletion gain above
+    "untranslated": ("omission", UNTRANSLATED_THRESHOLDS),  # deletion gain above
+    "untranslated, the largest gain only": ("omission", UNTRANSLATED_THRESHOLDS),
     "repetition": ("repetition", (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5)),  # coverage above
 }
 DEFAULTS = {"omission": OMISSION_BELOW, "untranslated": UNTRANSLATED_ABOVE, "repetition": REPETITION_ABOVE}
+ATTENTION_FLAGS = ("omission", "repetition")
 
 
 def controlled_cases(full: list[WordAlignment], sources: list[str], references: list[str], kind: str,
@@ -86,7 +89,10 @@ def flags(found: Diagnostics, flag: str, threshold: float) -> set[int]:
         return {j for j, mass in enumerate(found.coverage) if mass < threshold}
     if flag == "repetition":
         return {j for j, mass in enumerate(found.coverage) if mass > threshold}
-    return {j for j, gain in enumerate(found.deletion_gain or []) if gain > threshold}
+    gains = found.deletion_gain or []
+    if flag == "untranslated, the largest gain only":  # at most one word a sentence
+        return {int(np.argmax(gains))} if gains and max(gains) > threshold else set()
+    return {j for j, gain in enumerate(gains) if gain > threshold}
 
 
 def forced_diagnostics(translator: Translator, sources: list[str], targets: list[str], alignments: list[WordAlignment],
@@ -171,7 +177,7 @@ def free_translations(translator: Translator, sources: list[str], references: li
     signals = {
         "smallest coverage (lower: worse)": [-min(d.coverage, default=1.0) for d in diagnostics],
         "largest coverage": [max(d.coverage, default=1.0) for d in diagnostics],
-        "attention-flagged words": [len(r["omission"]) + len(r["repetition"]) for r in raised],
+        "attention-flagged words": [sum(len(r[flag]) for flag in ATTENTION_FLAGS) for r in raised],
         "mean attention entropy": [d.mean_entropy for d in diagnostics],
         "mean attention on </s>": [d.mean_eos_mass for d in diagnostics],
         "largest deletion gain": [max(d.deletion_gain or [0.0]) for d in diagnostics],
@@ -179,7 +185,7 @@ def free_translations(translator: Translator, sources: list[str], references: li
     }
     all_coverage = np.concatenate([d.coverage for d in diagnostics if d.coverage])
     return {
-        "attention_flags": split_by(("omission", "repetition")), "deletion_test": split_by(("untranslated",)),
+        "attention_flags": split_by(ATTENTION_FLAGS), "deletion_test": split_by(("untranslated",)),
         "thresholds": thresholds,
         "flag_rate": {flag: round(sum(bool(r[flag]) for r in raised) / len(raised), 4) for flag in FLAGS},
         "deletion_test_seconds": round(deletion_seconds, 1),

@@ -127,15 +127,22 @@ def test_each_target_piece_links_to_the_source_word_whose_deletion_hurts_it_most
     assert deletion_links(effects, groups, both_ways=True) == [(0, 0), (1, 1)]  # "loudly" hurts "▁bellt" less than "bark" does
     assert deletion_links(np.array([[0.5, 0.0], [-1.0, -1.0]]), [[0]]) == []  # no deletion lowers it: unlinked
     assert deletion_links(np.zeros((1, 2)), []) == []  # an empty target
+    attention = np.array([[0.1, 0.1, 0.7, 0.1],  # weighted by attention: "▁Hund" 0.3, 0.05, 0 -> "dogs"
+                          [0.0, 0.0, 1.0, 0.0],  # "e": 0, 0, 0.4 -> "loudly"
+                          [0.0, 0.1, 0.8, 0.1],  # "▁bellt": 0, 0.2, 1.2 -> "loudly" (looked at, and needed)
+                          [0.0, 0.0, 0.0, 1.0]])
+    assert deletion_links(effects, groups, attention=attention) == [(0, 0), (2, 0), (2, 1)]
 
 
 def test_the_deletion_test_aligns_a_word_for_word_translation_word_for_word(toy_model_dir):
     from attnmt.translator import Translator
 
     translator = Translator.load(toy_model_dir)
-    [alignment] = translator.align(["two nine four one"], ["zwei neun vier eins"], by_deletion=True)
-    assert alignment.links == [(0, 0), (1, 1), (2, 2), (3, 3)]
-    assert alignment.attention.shape == (5, 5)  # the attention is still there, to look at
+    for deletion_only in (True, False):
+        [alignment] = translator.align(["two nine four one"], ["zwei neun vier eins"], by_deletion=True,
+                                       deletion_only=deletion_only)
+        assert alignment.links == [(0, 0), (1, 1), (2, 2), (3, 3)]
+        assert alignment.attention.shape == (5, 5)  # the attention is still there, to look at
 
 
 def test_gold_line_sure_and_possible_links():

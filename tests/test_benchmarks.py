@@ -137,7 +137,8 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out)])
     report = json.loads(out.read_text(encoding="utf-8"))
     assert set(report["controlled"]["omission"]) == {"val", "test"}
-    assert set(report["controlled"]["omission"]["test"]["flags"]) == {"omission", "untranslated"}
+    assert set(report["controlled"]["omission"]["test"]["flags"]) == {"omission", "untranslated",
+                                                                      "untranslated, the largest gain only"}
     for flag in ("omission", "untranslated", "repetition"):
         assert 0 <= report["test_at_chosen"][flag]["precision"] <= 1
     assert report["free"]["thresholds"] == report["chosen_on_val"]  # free translations flagged at the chosen values

@@ -121,7 +121,8 @@ class Translator(TextTranslator):
             yield self.score(sources, targets, alignment)
 
     def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
-              both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False) -> list[WordAlignment]:
+              both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False,
+              deletion_only: bool = False) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
@@ -132,17 +133,21 @@ class Translator(TextTranslator):
         2020's shift); ``both_ways``: only links that are the argmax in both directions;
         ``by_pieces``: link the pieces first (each target piece to its argmax source piece), then two
         words wherever any of their pieces are linked (the usual way of scoring subword aligners;
-        a target word of several pieces may then link to several source words). ``by_deletion``: not
-        from attention but from the deletion test (each target piece linked to the source word whose
-        deletion lowers its log-probability most, ``explain.alignment.deletion_links``; ``both_ways``
-        applies, ``shift`` does not; one forced decoding per source word). Raises NoAttentionError
-        for a model without attention."""
+        a target word of several pieces may then link to several source words). ``by_deletion``:
+        each target piece linked to the source word with the largest product of the attention it gave
+        the word and the drop in its log-probability when the word is left out of the source
+        (``explain.alignment.deletion_links``; one forced decoding per source word; ``both_ways``
+        applies, ``shift`` does not); ``deletion_only``: by the drop alone (Li et al. 2019's prediction
+        difference). Raises NoAttentionError for a model without attention."""
         forced = self._force(sources, targets, need_attention=True)
         alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
         if by_deletion:
             effects = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced])
             for alignment, f, effect in zip(alignments, forced, effects):
-                alignment.links = deletion_links(effect, _piece_groups(f.word_trg_ids)[:-1], both_ways)
+                src_groups = _piece_groups(f.src_ids)
+                attention = None if deletion_only else merge_groups(  # (trg pieces + 1, src words + 1)
+                    f.result.attention, src_groups, [[row] for row in range(len(f.result.attention))])
+                alignment.links = deletion_links(effect, _piece_groups(f.word_trg_ids)[:-1], both_ways, attention)
         return alignments
 
     def score(self, sources: Sequence[str], targets: Sequence[str], alignment: bool = False) -> list[PairScore]:

@@ -145,21 +145,26 @@ def attention_links(word_attention: np.ndarray, both_ways: bool = False) -> list
     return links
 
 
-def deletion_links(effects: np.ndarray, trg_groups: Sequence[Sequence[int]], both_ways: bool = False) -> list[Link]:
+def deletion_links(effects: np.ndarray, trg_groups: Sequence[Sequence[int]], both_ways: bool = False,
+                   attention: np.ndarray | None = None) -> list[Link]:
     """Links from the deletion test's effects (trg_pieces + 1, src_words): how much each target piece's
     log-probability (``</s>`` last) changes when each source word is left out of the source. Each
     target piece is linked to the source word whose deletion lowers its log-probability most, if any
     lowers it (Li et al. 2019's prediction difference, in log-probabilities), and a target word to
-    the source words any of its pieces are linked to. ``both_ways``: only the links where that target
-    piece is also the one the source word's deletion hurts most."""
-    drops = -np.asarray(effects, dtype=np.float64)[:-1]  # (trg_pieces, src_words), the </s> row left out
-    if drops.size == 0:
+    the source words any of its pieces are linked to. ``attention`` (trg_pieces + 1, src_words + 1),
+    ``</s>`` row and column last: each drop is weighted by the attention the piece gave the word, so
+    that a link needs both the model's look and its need. ``both_ways``: only the links where that
+    target piece is also the one the source word matters most to."""
+    scores = np.maximum(-np.asarray(effects, dtype=np.float64)[:-1], 0.0)  # (trg_pieces, src_words): drops
+    if attention is not None:
+        scores = scores * np.asarray(attention, dtype=np.float64)[:-1, :-1]
+    if scores.size == 0:
         return []
-    best_source = drops.argmax(axis=1)  # (trg_pieces,)
-    best_piece = drops.argmax(axis=0)  # (src_words,)
+    best_source = scores.argmax(axis=1)  # (trg_pieces,)
+    best_piece = scores.argmax(axis=0)  # (src_words,)
     word_of_piece = {piece: word for word, pieces in enumerate(trg_groups) for piece in pieces}
     links = {(int(source), word_of_piece[piece]) for piece, source in enumerate(best_source)
-             if drops[piece, source] > 0 and (not both_ways or best_piece[source] == piece)}
+             if scores[piece, source] > 0 and (not both_ways or best_piece[source] == piece)}
     return sorted(links, key=lambda link: (link[1], link[0]))
 
 

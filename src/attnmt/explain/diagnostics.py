@@ -25,8 +25,9 @@ again with each source word left out of the source in turn:
 
 summed over the translation's tokens, in nats. A translation that renders word j needs it: leaving
 it out makes the translation less probable (a negative gain). A translation that left word j out is
-no less probable without it, often more: a gain above ``UNTRANSLATED_ABOVE`` flags j as
-``untranslated``. The gains come from the model (``Translator.diagnose``); here they are only read.
+no less probable without it, often much more: a gain above ``UNTRANSLATED_ABOVE`` (3 nats, twenty
+times as probable: the best F1 on Multi30k val) flags j as ``untranslated``. The gains come from the
+model (``Translator.diagnose``); here they are only read.
 
 docs/attention.md measures what each flag is worth on Multi30k (benchmarks/diagnostics.py) and how
 the defaults were chosen.
@@ -43,7 +44,7 @@ from attnmt.explain.alignment import AttendedTranslation, word_attention
 
 OMISSION_BELOW = 0.25  # coverage under which a source word counts as possibly untranslated
 REPETITION_ABOVE = 2.0  # coverage above which a source word counts as possibly translated more than once
-UNTRANSLATED_ABOVE = 0.0  # deletion gain (nats) above which a source word counts as untranslated
+UNTRANSLATED_ABOVE = 3.0  # deletion gain (nats) above which a source word counts as untranslated
 
 
 @dataclass
@@ -126,8 +127,8 @@ def with_deletion_test(diagnostics: Diagnostics, deletion_gain: Sequence[float],
 
 
 def deletion_variants(words: Sequence[Sequence[int]]) -> list[list[int]]:
-    """The source with each word left out in turn, as one flat sequence of piece ids per word:
-    ``words`` holds each word's pieces."""
+    """The source with each word left out in turn, each variant one flat sequence of piece ids
+    (``words`` holds each word's pieces)."""
     return [[piece for i, word in enumerate(words) if i != j for piece in word] for j in range(len(words))]
 
 
