@@ -151,6 +151,12 @@ def test_align_a_model_writes_pharaoh_lines_and_scores_them(toy_model_dir, tmp_p
     assert aer <= 0.2  # the toy model's attention is word for word
     assert output.read_text(encoding="utf-8").split("\n") == expected + [""]
 
+    by_deletion = [a.pharaoh() for a in Translator.load(toy_model_dir).align(sources, targets, by_deletion=True,
+                                                                               both_ways=True)]
+    assert by_deletion[:3] == ["0-0 1-1 2-2", "0-0 1-1", "0-0 1-1 2-2 3-3"]  # word for word, read another way
+    written = attnmt("align", toy_model_dir, "--src", src, "--trg", trg, "--by-deletion").stdout
+    assert written.decode().split("\n") == by_deletion + [""]
+
     gold.write_text("0-0 1-1 2-2\n0-0 1-1\n1-1 2-2 3-3 4-4\n\n", encoding="utf-8")  # 1-based by mistake
     code, _, error = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--gold", gold)
     assert code == 1 and "gold.align, line 3: a link points at source word 4, but the pair has 4 source words" in error

@@ -204,6 +204,10 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
                                              "precision and recall")
     p.add_argument("--output", "-o", type=Path,
                    help="write the alignments here (default: stdout, unless --gold is given)")
+    p.add_argument("--by-deletion", action="store_true",
+                   help="link by the attention times the drop in each target piece's log-probability when the source "
+                        "word is left out, argmax both ways (the best reading on human gold, docs/attention.md; one "
+                        "forced decoding per source word)")
     p.set_defaults(run=_run_align)
 
 
@@ -509,6 +513,8 @@ def _run_align(args: argparse.Namespace) -> int:
 
     if (args.model_dir is None) == (args.hyp is None):
         raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
+    if args.by_deletion and args.hyp is not None:
+        raise SystemExit("attnmt align: --by-deletion reads a model; --hyp alignments are only scored")
     if args.hyp is not None and args.gold is None:
         raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
     gold = read_alignments(args.gold) if args.gold is not None else None
@@ -526,7 +532,8 @@ def _run_align(args: argparse.Namespace) -> int:
         links = []  # kept for the AER only
         writing = args.output is not None or gold is None
         with _output(args.output) if writing else contextlib.nullcontext() as out:
-            for chunk in translator.align_chunks(_raw_pairs(files)):
+            reading = {"by_deletion": True, "both_ways": True, "by_pieces": True} if args.by_deletion else {}
+            for chunk in translator.align_chunks(_raw_pairs(files), **reading):
                 if out is not None:
                     out.writelines(format_links(alignment.links) + "\n" for alignment in chunk)
                     out.flush()

@@ -107,12 +107,12 @@ class Translator(TextTranslator):
     def _sampling_generator(self, decode: DecodeConfig) -> torch.Generator:
         return sampling_generator(decode, self.device)
 
-    def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None,
+    def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None, **reading: bool,
                      ) -> Iterator[list[WordAlignment]]:
         """``align`` over (source, target) pairs of an iterable of any length, a chunk at a time (as
-        ``translate_chunks``)."""
+        ``translate_chunks``); ``reading``: ``align``'s options."""
         for sources, targets in self._pair_chunks(pairs, chunk_size):
-            yield self.align(sources, targets)
+            yield self.align(sources, targets, **reading)
 
     def score_chunks(self, pairs: Iterable[tuple[str, str]], alignment: bool = False, chunk_size: int | None = None,
                      ) -> Iterator[list[PairScore]]:
