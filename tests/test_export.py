@@ -176,6 +176,8 @@ def test_a_real_server_serves_an_exported_model_as_it_serves_the_torch_one(toy_m
         body = httpx.post(f"{server.url}/v1/translate", json={"text": ["one two three", "four five"], "beam": 3,
                                                               "attention": True}, timeout=30).json()
         info = httpx.get(f"{server.url}/v1/model", timeout=30).json()
+        refused = httpx.post(f"{server.url}/v1/translate", json={"text": "one two", "deletion_test": True}, timeout=30)
+    assert refused.status_code == 422 and refused.json()["error"] == "deletion_test_unsupported"
     for result, translation in zip(body["results"], expected):
         [hypothesis] = result["translations"]
         assert hypothesis["text"] == translation.text and hypothesis["tokens"] == translation.tokens

@@ -72,6 +72,22 @@ def test_attention_at_subword_and_word_level(client, translator):
     assert len(words["source"]) < len(pieces["source"])  # characters merged into words
 
 
+def test_diagnostics_with_the_deletion_test_are_what_the_python_api_gives(client, translator):
+    texts = ["one two three", "", "four five"]
+    body = translate(client, text=texts, beam=2, n_best=2, deletion_test=True)
+    expected = translator.translate_n_best(texts, beam=2, n_best=2)  # the empty text has one, empty
+    assert [len(n) for n in expected] == [2, 1, 2]
+    for result, n_best, found in zip(body["results"], expected, translator.diagnose([n[0] for n in expected])):
+        best, *others = result["translations"]
+        assert len(result["translations"]) == len(n_best)
+        assert best["diagnostics"]["src_words"] == found.src_words
+        assert best["diagnostics"]["deletion_gain"] == pytest.approx(found.deletion_gain, abs=1e-3)
+        assert best["diagnostics"]["untranslated"] == found.untranslated
+        assert all(other["diagnostics"]["deletion_gain"] is None for other in others)  # the best one's only
+    plain = translate(client, text="one two three", diagnostics=True)["results"][0]["translations"][0]["diagnostics"]
+    assert plain["deletion_gain"] is None and plain["untranslated"] == []
+
+
 def test_a_list_keeps_order_and_empty_lines(client, translator):
     texts = ["five", "", "nine ten"]
     body = translate(client, text=texts, beam=1, attention=True)

@@ -44,7 +44,8 @@ def forced_decode(
         raise ValueError(f"{len(src_ids)} sources but {len(trg_ids)} targets: they must pair up one to one")
     if need_attention and not model_has_attention(model):
         raise NoAttentionError("the model has no attention (model.attention: none): it cannot align words")
-    model.eval()
+    if model.training:  # only then: switching drops the step's cached output weight a concurrent search may use
+        model.eval()
     results: list[ForcedDecoding] = [ForcedDecoding(np.zeros(0), None)] * len(src_ids)
     for indices in sentence_batches([len(ids) for ids in src_ids], batch_size):
         batch = collate([src_ids[i] for i in indices], [trg_ids[i] for i in indices], indices).to(device)

@@ -164,8 +164,19 @@ def create_app(translator: "TextTranslator", settings: ServeSettings = ServeSett
         except TimeoutError:
             return error_response(504, "timeout", f"no translation within {settings.timeout:g} s; "
                                                   "try fewer or shorter texts, or a smaller beam")
-        results = [result_of(text, n_best, request.attention, request.diagnostics)
-                   for text, n_best in zip(request.texts, found)]
+        tested: list = [None] * len(found)
+        if request.deletion_test:
+            if not callable(getattr(translator, "diagnose", None)):
+                return error_response(422, "deletion_test_unsupported", "the deletion test needs forced decoding, "
+                                      "which only a PyTorch model directory has (this model is exported)")
+            try:  # in a worker thread, beside the batcher's: forced decoding only reads the model
+                tested = await asyncio.wait_for(asyncio.to_thread(translator.diagnose, [n[0] for n in found]),
+                                                settings.timeout)
+            except TimeoutError:
+                return error_response(504, "timeout", f"no deletion test within {settings.timeout:g} s; "
+                                                      "try fewer or shorter texts")
+        results = [result_of(text, n_best, request.attention, request.diagnostics or request.deletion_test, best)
+                   for text, n_best, best in zip(request.texts, found, tested)]
         return TranslateResponse(results=results, beam=request.beam, n_best=request.n_best,
                                  elapsed_ms=round((time.perf_counter() - started) * 1000, 2))
 

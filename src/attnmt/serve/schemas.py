@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from attnmt.explain.alignment import group_words, word_attention
+from attnmt.explain.diagnostics import Diagnostics
 from attnmt.translation import Translation
 
 WEIGHT_DECIMALS = 4  # attention weights are rounded in JSON: 4 decimals is finer than any colour scale
@@ -111,6 +112,10 @@ def translate_request_model(limits: RequestLimits, default_beam: int) -> type[Ba
         attention: bool = Field(False, description="include the attention matrices (subword and word level)")
         diagnostics: bool = Field(False, description="include what the attention says: coverage of each source "
                                                      "word, possible omissions and repetitions")
+        deletion_test: bool = Field(False, description="with diagnostics, for the best translation of each text: "
+                                                       "also score it with each source word left out and flag the "
+                                                       "words it is far more probable without (a PyTorch model "
+                                                       "only; one forced decoding per source word)")
         length_penalty: float | None = Field(None, ge=0.0, le=10.0, description="GNMT alpha; default: the model's")
 
         @field_validator("text", mode="before")
@@ -165,15 +170,17 @@ def attention_of(translation: Translation) -> Attention | None:
     )
 
 
-def diagnostics_of(translation: Translation) -> DiagnosticsResult | None:
-    """None for a model without attention."""
+def diagnostics_of(translation: Translation, found: Diagnostics | None = None) -> DiagnosticsResult | None:
+    """None for a model without attention; ``found``: the translation's diagnostics if already computed
+    (with the deletion test)."""
     if translation.attention is None:
         return None
-    return DiagnosticsResult(**translation.diagnostics.to_dict())
+    return DiagnosticsResult(**(found or translation.diagnostics).to_dict())
 
 
 def result_of(source: str, n_best: list[Translation], with_attention: bool,
-              with_diagnostics: bool = False) -> TranslationResult:
+              with_diagnostics: bool = False, best_diagnostics: Diagnostics | None = None) -> TranslationResult:
+    """``best_diagnostics``: those of the best translation, when computed beforehand (the deletion test)."""
     return TranslationResult(
         source=source,
         src_tokens=n_best[0].src_tokens,
@@ -181,9 +188,9 @@ def result_of(source: str, n_best: list[Translation], with_attention: bool,
             Hypothesis(
                 text=t.text, tokens=t.tokens, score=t.score, log_prob=t.log_prob,
                 attention=attention_of(t) if with_attention else None,
-                diagnostics=diagnostics_of(t) if with_diagnostics else None,
+                diagnostics=diagnostics_of(t, best_diagnostics if rank == 0 else None) if with_diagnostics else None,
             )
-            for t in n_best
+            for rank, t in enumerate(n_best)
         ],
     )
 
