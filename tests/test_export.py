@@ -178,6 +178,7 @@ def test_a_real_server_serves_an_exported_model_as_it_serves_the_torch_one(toy_m
         info = httpx.get(f"{server.url}/v1/model", timeout=30).json()
         refused = httpx.post(f"{server.url}/v1/translate", json={"text": "one two", "deletion_test": True}, timeout=30)
     assert refused.status_code == 422 and refused.json()["error"] == "deletion_test_unsupported"
+    assert info["deletion_test"] is False  # the viewer then does not ask for it
     for result, translation in zip(body["results"], expected):
         [hypothesis] = result["translations"]
         assert hypothesis["text"] == translation.text and hypothesis["tokens"] == translation.tokens

@@ -173,6 +173,7 @@ def test_model_info(client, translator):
     assert info["vocab"]["type"] == "char"
     assert info["limits"]["max_beam"] == 5 and info["batching"]["enabled"] is True
     assert info["parameters"] == sum(p.numel() for p in translator.model.parameters())
+    assert info["deletion_test"] is True  # a PyTorch model with attention
 
 
 def test_health_counts_the_requests_batches_and_texts_decoded(translator):
@@ -250,8 +251,10 @@ def test_a_model_without_attention_translates_and_says_it_has_no_attention(toy_n
     translator = Translator.load(toy_none_model_dir)
     with TestClient(create_app(translator, model_name="toy-none")) as none_client:
         info = none_client.get("/v1/model").json()
-        assert info["model"]["attention"] == "none"
+        assert info["model"]["attention"] == "none" and info["deletion_test"] is False
         body = translate(none_client, text=["one two", ""], beam=2, attention=True)
+        refused = none_client.post("/v1/translate", json={"text": "one two", "deletion_test": True})
+        assert refused.status_code == 422 and "no attention" in refused.json()["message"]
     translated, empty = (result["translations"][0] for result in body["results"])
     assert translated["text"] == translator.translate(["one two"], beam=2)[0].text != ""
     assert translated["attention"] is None and empty["attention"] is None

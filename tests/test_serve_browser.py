@@ -186,3 +186,31 @@ def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legen
     marked = "".join(page.locator(".result .src-label.unattended").all_inner_texts()).replace("▁", "")
     assert marked == "".join(omitted)
     assert page.errors == [] and page.outside_requests == []
+
+
+def test_source_words_the_deletion_test_finds_left_out_are_marked(page, live_server):
+    """With a PyTorch model the page also asks for the deletion test and marks the source words the
+    translation is far more probable without, as the API reports them, with a legend."""
+    from toy import toy_pairs
+
+    flagged = None
+    for sentence in [source for source, _ in toy_pairs(200, seed=43, max_words=8)]:  # the rough model skips words
+        response = httpx.post(f"{live_server.url}/v1/translate", json={"text": sentence, "beam": 1,
+                                                                       "deletion_test": True}, timeout=30)
+        diagnostics = response.json()["results"][0]["translations"][0]["diagnostics"]
+        if diagnostics["untranslated"]:
+            flagged = sentence, [diagnostics["src_words"][j] for j in diagnostics["untranslated"]]
+            break
+    assert flagged is not None, "no candidate sentence had a word the deletion test flags"
+    sentence, left_out = flagged
+    page.goto(live_server.url + "/")
+    sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
+    page.fill("#source", sentence)
+    page.fill("#beam", "1")
+    page.check("#level-words")
+    page.click("#translate")
+    page.wait_for_selector(".result .heatmap .cell")
+    assert page.locator(".result .src-label.untranslated").all_inner_texts() == left_out
+    sync_api.expect(page.locator(".result .diagnostics")).to_contain_text("left out (deletion test): " + ", ".join(left_out))
+    sync_api.expect(page.locator(".result .legend")).to_contain_text("deletion test")
+    assert page.errors == [] and page.outside_requests == []

@@ -150,6 +150,7 @@ def create_app(translator: "TextTranslator", settings: ServeSettings = ServeSett
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     config = translator.config
+    can_run_deletion_test = callable(getattr(translator, "diagnose", None)) and translator.has_attention
     TranslateRequest = translate_request_model(settings.limits, config.decode.beam_size)
     errors = {status: {"model": ErrorResponse} for status in (413, 422, 504)}
 
@@ -166,9 +167,9 @@ def create_app(translator: "TextTranslator", settings: ServeSettings = ServeSett
                                                   "try fewer or shorter texts, or a smaller beam")
         tested: list = [None] * len(found)
         if request.deletion_test:
-            if not callable(getattr(translator, "diagnose", None)):
-                return error_response(422, "deletion_test_unsupported", "the deletion test needs forced decoding, "
-                                      "which only a PyTorch model directory has (this model is exported)")
+            if not can_run_deletion_test:
+                return error_response(422, "deletion_test_unsupported", "the deletion test needs forced decoding "
+                                      "of a PyTorch model with attention; this model is exported, or has no attention")
             try:  # in a worker thread, beside the batcher's: forced decoding only reads the model
                 tested = await asyncio.wait_for(asyncio.to_thread(translator.diagnose, [n[0] for n in found]),
                                                 settings.timeout)
@@ -191,6 +192,7 @@ def create_app(translator: "TextTranslator", settings: ServeSettings = ServeSett
             trg_vocab_size=translator.trg_tokenizer.vocab_size,
             parameters=translator.num_parameters,
             attention=translator.attention_source,
+            deletion_test=can_run_deletion_test,
             vocab=asdict(config.vocab),
             model=asdict(config.model),
             decode=asdict(config.decode),

@@ -204,6 +204,8 @@ class ModelInfo(BaseModel):
     parameters: int
     attention: str = Field(description="whose attention the translations show: the model's, or the mean of an "
                                        "ensemble's models")
+    deletion_test: bool = Field(description='whether requests may ask for "deletion_test" (PyTorch models; not '
+                                            "an exported one)")
     vocab: dict[str, Any] = Field(description="the vocab section of the model's config")
     model: dict[str, Any] = Field(description="the model section of the model's config")
     decode: dict[str, Any] = Field(description="the decode section: the defaults of a request")

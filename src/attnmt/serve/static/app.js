@@ -17,6 +17,7 @@ const modelInfo = document.getElementById("model-info");
 let lastResponse = null; // kept so the subword/word toggle redraws without asking the server again
 let maxTexts = 32;
 let hasAttention = true; // false for a model with "attention: none"
+let deletionTest = false; // whether the server can run the deletion test (a PyTorch model)
 
 function level() {
   return document.querySelector('input[name="level"]:checked').value; // "pieces" | "words"
@@ -39,6 +40,7 @@ async function loadModelInfo() {
       `${info.parameters.toLocaleString()} parameters` +
       (info.attention.startsWith("the mean") ? ` · heatmaps show ${info.attention}` : "");
     hasAttention = info.model.attention !== "none";
+    deletionTest = info.deletion_test;
     beam.max = info.limits.max_beam;
     beam.value = Math.min(info.decode.beam_size, info.limits.max_beam);
     maxTexts = info.limits.max_texts;
@@ -64,7 +66,8 @@ async function translate(event) {
     const response = await fetch("v1/translate", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text: texts, beam: Number(beam.value), attention: true, diagnostics: true }),
+      body: JSON.stringify({ text: texts, beam: Number(beam.value), attention: true, diagnostics: true,
+                             deletion_test: deletionTest }),
     });
     const body = await response.json();
     if (!response.ok) {
@@ -157,6 +160,10 @@ function legend(diagnostics) {
       element("span", "", `source word attended to less than ${diagnostics.omission_below} in all: possibly untranslated`),
       element("span", "swatch overattended"),
       element("span", "", `more than ${diagnostics.repetition_above}: possibly translated twice`));
+    if (diagnostics.deletion_gain !== null) {
+      scale.append(element("span", "swatch untranslated"),
+        element("span", "", `the translation is far more probable without it (deletion test): left out`));
+    }
   }
   return scale;
 }
@@ -169,6 +176,7 @@ function markDiagnostics(grid, diagnostics, wordOf) {
     const word = wordOf === null ? col : wordOf[col];
     if (diagnostics.omitted.includes(word)) label.classList.add("unattended");
     if (diagnostics.over_attended.includes(word)) label.classList.add("overattended");
+    if (diagnostics.untranslated.includes(word)) label.classList.add("untranslated");
   });
 }
 
@@ -177,6 +185,7 @@ function diagnosticsLine(diagnostics) {
   const parts = [];
   if (diagnostics.omitted.length) parts.push(`possibly untranslated: ${words(diagnostics.omitted)}`);
   if (diagnostics.over_attended.length) parts.push(`possibly translated twice: ${words(diagnostics.over_attended)}`);
+  if (diagnostics.untranslated.length) parts.push(`left out (deletion test): ${words(diagnostics.untranslated)}`);
   return element("p", "diagnostics", parts.length ? parts.join(" · ") : "every source word was attended to");
 }
 
