@@ -151,22 +151,22 @@ def test_a_model_without_attention_says_so_instead_of_a_heatmap(browser, toy_non
     assert errors == []
 
 
-def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legend(page, live_server):
-    """The page asks for diagnostics and marks the source words whose attention mass stayed under the
-    omission threshold (and those over the repetition one), as the API reports them, with a legend."""
+def flagged_sentence(live_server, seed: int, request: dict, flag: str) -> tuple[str, dict]:
+    """The first toy sentence (of 200 drawn with ``seed``) whose greedy translation's diagnostics, asked
+    for with ``request``, list a word under ``flag``: (sentence, its diagnostics)."""
     from toy import toy_pairs
 
-    candidates = [source for source, _ in toy_pairs(200, seed=41, max_words=8)]
-    flagged = None
-    for sentence in candidates:  # the rough test model leaves some source words unattended; find one
-        response = httpx.post(f"{live_server.url}/v1/translate", json={"text": sentence, "beam": 1,
-                                                                       "diagnostics": True}, timeout=30)
+    for sentence, _ in toy_pairs(200, seed=seed, max_words=8):
+        response = httpx.post(f"{live_server.url}/v1/translate", json={"text": sentence, "beam": 1, **request},
+                              timeout=30)
         diagnostics = response.json()["results"][0]["translations"][0]["diagnostics"]
-        if diagnostics["omitted"]:
-            flagged = sentence, diagnostics
-            break
-    assert flagged is not None, "no candidate sentence had a flagged word"
-    sentence, diagnostics = flagged
+        if diagnostics[flag]:
+            return sentence, diagnostics
+    raise AssertionError(f"no candidate sentence had a word flagged {flag}")
+
+
+def translate_greedily_by_words(page, live_server, sentence: str) -> None:
+    """Open the page, translate ``sentence`` with beam 1 at the level of words, and wait for the heatmap."""
     page.goto(live_server.url + "/")
     sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
     page.fill("#source", sentence)
@@ -174,6 +174,14 @@ def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legen
     page.check("#level-words")
     page.click("#translate")
     page.wait_for_selector(".result .heatmap .cell")
+
+
+def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legend(page, live_server):
+    """The page asks for diagnostics and marks the source words whose attention mass stayed under the
+    omission threshold (and those over the repetition one), as the API reports them, with a legend."""
+    # the rough test model leaves some source words unattended; find one
+    sentence, diagnostics = flagged_sentence(live_server, seed=41, request={"diagnostics": True}, flag="omitted")
+    translate_greedily_by_words(page, live_server, sentence)
     omitted = [diagnostics["src_words"][j] for j in diagnostics["omitted"]]
     over = [diagnostics["src_words"][j] for j in diagnostics["over_attended"]]
     assert page.locator(".result .src-label.unattended").all_inner_texts() == omitted
@@ -191,25 +199,10 @@ def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legen
 def test_source_words_the_deletion_test_finds_left_out_are_marked(page, live_server):
     """With a PyTorch model the page also asks for the deletion test and marks the source words the
     translation is far more probable without, as the API reports them, with a legend."""
-    from toy import toy_pairs
-
-    flagged = None
-    for sentence in [source for source, _ in toy_pairs(200, seed=43, max_words=8)]:  # the rough model skips words
-        response = httpx.post(f"{live_server.url}/v1/translate", json={"text": sentence, "beam": 1,
-                                                                       "deletion_test": True}, timeout=30)
-        diagnostics = response.json()["results"][0]["translations"][0]["diagnostics"]
-        if diagnostics["untranslated"]:
-            flagged = sentence, [diagnostics["src_words"][j] for j in diagnostics["untranslated"]]
-            break
-    assert flagged is not None, "no candidate sentence had a word the deletion test flags"
-    sentence, left_out = flagged
-    page.goto(live_server.url + "/")
-    sync_api.expect(page.locator("#model-info")).to_contain_text("en → de")
-    page.fill("#source", sentence)
-    page.fill("#beam", "1")
-    page.check("#level-words")
-    page.click("#translate")
-    page.wait_for_selector(".result .heatmap .cell")
+    # the rough test model skips words; find a sentence it skips one of
+    sentence, diagnostics = flagged_sentence(live_server, seed=43, request={"deletion_test": True}, flag="untranslated")
+    left_out = [diagnostics["src_words"][j] for j in diagnostics["untranslated"]]
+    translate_greedily_by_words(page, live_server, sentence)
     assert page.locator(".result .src-label.untranslated").all_inner_texts() == left_out
     sync_api.expect(page.locator(".result .diagnostics")).to_contain_text("left out (deletion test): " + ", ".join(left_out))
     sync_api.expect(page.locator(".result .legend")).to_contain_text("deletion test")
