@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attnmt.errors import NoAttentionError
-from attnmt.explain.diagnostics import (OMISSION_BELOW, deletion_variants, diagnose_matrix,
+from attnmt.explain.diagnostics import (OMISSION_BELOW, attended_regret, deletion_variants, diagnose_matrix,
                                         with_deletion_test)
 from attnmt.translator import Translator
 
@@ -90,17 +90,36 @@ def test_a_model_without_attention_has_no_diagnostics(toy_none_model_dir):
         translation.diagnostics
 
 
-def test_the_deletion_test_flags_the_words_whose_gain_is_above_the_threshold():
+def test_the_untranslated_flag_is_the_one_word_with_the_largest_score_if_that_is_above_the_threshold():
     attention = matrix([[0.9, 0.0, 0.0, 0.1], [0.0, 0.0, 0.9, 0.1], [0.0, 0.0, 0.0, 1.0]])
     found = diagnose_matrix(attention, SRC, ["a", "ball"])
-    assert found.deletion_gain is None and found.untranslated == []
-    tested = with_deletion_test(found, [-4.0, 0.3, -2.5], untranslated_above=0.0)
+    assert found.deletion_gain is None and found.untranslated_score is None and found.untranslated == []
+    tested = with_deletion_test(found, [-4.0, 0.3, -2.5], [0.0, 0.5, 1.0], untranslated_above=0.0)
+    assert tested.untranslated_score == pytest.approx([-4.0, 0.8, -1.5])  # deletion gain + attended regret
     assert tested.untranslated == [1] and tested.flagged
     assert tested.coverage == found.coverage  # the attention's figures are kept
-    assert tested.to_dict()["deletion_gain"] == [-4.0, 0.3, -2.5] and tested.to_dict()["untranslated"] == [1]
-    assert with_deletion_test(found, [-4.0, 0.3, -2.5], untranslated_above=0.5).untranslated == []
+    plain = tested.to_dict()
+    assert plain["deletion_gain"] == [-4.0, 0.3, -2.5] and plain["attended_regret"] == [0.0, 0.5, 1.0]
+    assert plain["untranslated_score"] == [-4.0, 0.8, -1.5] and plain["untranslated"] == [1]
+    both_above = with_deletion_test(found, [-4.0, 0.3, -2.5], [0.0, 0.5, 4.0], untranslated_above=0.0)
+    assert both_above.untranslated == [2]  # 1.5 > 0.8 > 0: only the largest
+    assert with_deletion_test(found, [-4.0, 0.3, -2.5], [0.0, 0.5, 1.0], untranslated_above=0.8).untranslated == []
     with pytest.raises(ValueError, match="2 deletion gains for 3 source words"):
-        with_deletion_test(found, [-4.0, 0.3])
+        with_deletion_test(found, [-4.0, 0.3], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="1 attended regrets for 3 source words"):
+        with_deletion_test(found, [-4.0, 0.3, 0.0], [0.0])
+
+
+def test_the_attended_regret_weighs_each_steps_regret_by_the_attention_each_source_word_got():
+    """Two target pieces of one word and </s>; two source words of one piece each and the source </s>."""
+    attention = np.array([[0.8, 0.1, 0.1], [0.2, 0.6, 0.2], [0.0, 0.5, 0.5]])  # (trg pieces + 1, src pieces + 1)
+    regret = np.array([1.0, 3.0, 2.0])  # (trg pieces + 1,)
+    found = attended_regret(attention, regret, [[0], [1], [2]], [[0, 1], [2]])
+    # the word's row: its pieces' attention × regret averaged, (0.8, 0.1) * 1 and (0.2, 0.6) * 3 -> (0.7, 0.95);
+    # the </s> row: (0.0, 0.5) * 2; the source </s> column left out
+    np.testing.assert_allclose(found, [0.7, 1.95])
+    np.testing.assert_allclose(attended_regret(attention, np.zeros(3), [[0], [1], [2]], [[0, 1], [2]]), [0.0, 0.0])
+    assert attended_regret(np.ones((1, 1)), np.ones(1), [[0]], [[0]]).shape == (0,)  # nothing in, nothing out
 
 
 @given(st.lists(st.lists(st.integers(0, 50), min_size=1, max_size=3), max_size=6))
@@ -114,15 +133,27 @@ def test_each_deletion_variant_is_the_source_without_exactly_one_word(words):
 def test_the_deletion_test_finds_the_source_word_a_translation_left_out(toy_model_dir):
     """The toy model translates number words one for one: a complete translation is less probable
     without any of its source words, and one that skips "two" gains most when "two" is gone (other
-    words may gain too: this model also counts words, and any deletion shortens the source)."""
+    words may gain too: this model also counts words, and any deletion shortens the source); skipping it
+    goes against the model where it looked at "two" (more regret on "two" than in the complete one)."""
     translator = Translator.load(toy_model_dir)
     source = "one two three four"
-    full, skipped = translator.deletion_gains([source, source], ["eins zwei drei vier", "eins drei vier"])
-    assert (full < 0).all(), full
-    assert skipped[1] > 0 and int(np.argmax(skipped)) == 1, skipped
+    full, skipped = translator.diagnose_pairs([source, source], ["eins zwei drei vier", "eins drei vier"])
+    assert (np.array(full.deletion_gain) < 0).all(), full.deletion_gain
+    assert skipped.deletion_gain[1] > 0 and int(np.argmax(skipped.deletion_gain)) == 1, skipped.deletion_gain
+    assert skipped.attended_regret[1] > full.attended_regret[1] + 1.0, (skipped.attended_regret, full.attended_regret)
+    assert skipped.untranslated == [1] and full.untranslated == []
     whole, *without = translator.score([source] + [" ".join(w for i, w in enumerate(source.split()) if i != j)
                                                    for j in range(4)], ["eins drei vier"] * 5)
-    np.testing.assert_allclose(skipped, [score.log_prob - whole.log_prob for score in without], atol=1e-4)
+    np.testing.assert_allclose(skipped.deletion_gain, [score.log_prob - whole.log_prob for score in without], atol=1e-4)
+    assert translator.diagnose_pairs([source], ["eins drei vier"], deletion_test=False)[0].deletion_gain is None
+
+
+def test_a_greedy_translation_has_no_regret_so_its_untranslated_score_is_its_deletion_gain(toy_model_dir):
+    translator = Translator.load(toy_model_dir)
+    translations = translator.translate(["five six seven", "one two three four", "nine"], beam=1)
+    for found in translator.diagnose(translations):
+        np.testing.assert_allclose(found.attended_regret, 0.0, atol=1e-4)  # every token was the model's first choice
+        np.testing.assert_allclose(found.untranslated_score, found.deletion_gain, atol=1e-4)
 
 
 def test_diagnose_runs_the_deletion_test_on_the_search_output(toy_model_dir, tmp_path):
@@ -131,8 +162,9 @@ def test_diagnose_runs_the_deletion_test_on_the_search_output(toy_model_dir, tmp
     assert translation.text == "fünf sechs sieben"
     found, nothing = translator.diagnose([translation, empty])
     assert found.coverage == translation.diagnostics.coverage and found.untranslated == []
-    np.testing.assert_allclose(found.deletion_gain, translator.deletion_gains(["five six seven"], [translation.text])[0],
-                               atol=1e-4)
+    [given] = translator.diagnose_pairs(["five six seven"], [translation.text])
+    np.testing.assert_allclose(found.deletion_gain, given.deletion_gain, atol=1e-4)
+    np.testing.assert_allclose(found.attended_regret, given.attended_regret, atol=1e-4)
     assert nothing.deletion_gain == [] and not nothing.flagged
     assert translator.diagnose([translation], deletion_test=False)[0].deletion_gain is None
     source = tmp_path / "in.en"
@@ -143,6 +175,7 @@ def test_diagnose_runs_the_deletion_test_on_the_search_output(toy_model_dir, tmp
     assert completed.returncode == 0, completed.stderr
     lines = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [len(line["deletion_gain"]) for line in lines] == [3, 0, 1]
+    assert [len(line["untranslated_score"]) for line in lines] == [3, 0, 1]
     assert lines[0]["deletion_gain"] == pytest.approx(found.deletion_gain, abs=1e-3)
     refused = subprocess.run(command + ["--deletion-test"], capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "--deletion-test goes with --diagnostics" in refused.stderr

@@ -82,6 +82,7 @@ def test_diagnostics_with_the_deletion_test_are_what_the_python_api_gives(client
         assert len(result["translations"]) == len(n_best)
         assert best["diagnostics"]["src_words"] == found.src_words
         assert best["diagnostics"]["deletion_gain"] == pytest.approx(found.deletion_gain, abs=1e-3)
+        assert best["diagnostics"]["attended_regret"] == pytest.approx(found.attended_regret, abs=1e-3)
         assert best["diagnostics"]["untranslated"] == found.untranslated
         assert all(other["diagnostics"]["deletion_gain"] is None for other in others)  # the best one's only
     plain = translate(client, text="one two three", diagnostics=True)["results"][0]["translations"][0]["diagnostics"]

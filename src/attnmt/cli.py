@@ -95,7 +95,8 @@ def _add_translate(sub: argparse._SubParsersAction) -> None:
                         "line (coverage of each source word, possible omissions and repetitions, entropy, </s> mass)")
     p.add_argument("--deletion-test", action="store_true",
                    help="with --diagnostics: also score each translation with each source word left out, and flag "
-                        "the words it is far more probable without as untranslated (one forced decoding per word)")
+                        "as untranslated the word it most looks to have left out, if any (deletion gain plus attended "
+                        "regret over 1 nat; one forced decoding per word)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (there is one only on a terminal)")
     p.set_defaults(run=_run_translate)
 

@@ -29,7 +29,8 @@ from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import CheckpointError, ConfigError
 from attnmt.explain.alignment import WordAlignment, attention_links, deletion_links, group_words, merge_groups
-from attnmt.explain.diagnostics import Diagnostics, deletion_variants, with_deletion_test
+from attnmt.explain.diagnostics import (Diagnostics, attended_regret, deletion_variants, diagnose_matrix,
+                                        with_deletion_test)
 from attnmt.forced_decoding import ForcedDecoding, forced_decode
 from attnmt.model import Seq2Seq
 from attnmt.model.ensemble import Ensemble
@@ -142,7 +143,7 @@ class Translator(TextTranslator):
         forced = self._force(sources, targets, need_attention=True)
         alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
         if by_deletion:
-            effects = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced])
+            effects, _ = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced])
             for alignment, f, effect in zip(alignments, forced, effects):
                 src_groups = _piece_groups(f.src_ids)
                 attention = None if deletion_only else merge_groups(  # (trg pieces + 1, src words + 1)
@@ -162,47 +163,60 @@ class Translator(TextTranslator):
 
     def diagnose(self, translations: Sequence[Translation], deletion_test: bool = True) -> list[Diagnostics]:
         """What the attention says about each translation (``Translation.diagnostics``) and, with
-        ``deletion_test``, what the model says when each source word is left out: the deletion gains
-        and the words they flag as untranslated (attnmt.explain.diagnostics). The test costs one forced
-        decoding per source word of each translation. Raises NoAttentionError for a model without
-        attention."""
+        ``deletion_test``, what the model says when each source word is left out: the deletion gains,
+        the attended regrets and the word they flag as untranslated (attnmt.explain.diagnostics). The
+        test costs one forced decoding per source word of each translation. Raises NoAttentionError for
+        a model without attention."""
         diagnostics = [translation.diagnostics for translation in translations]
         if not deletion_test:
             return diagnostics
         src_words = [[[self.src_tokenizer.piece_to_id(t.src_tokens[i]) for i in word] for word in group_words(t.src_tokens)]
                      for t in translations]
-        trg_ids = [[self.trg_tokenizer.piece_to_id(piece) for piece in t.tokens] for t in translations]
-        return [with_deletion_test(found, gains)
-                for found, gains in zip(diagnostics, self._deletion_gains(src_words, trg_ids))]
+        trg_words = [[[self.trg_tokenizer.piece_to_id(t.tokens[i]) for i in word] for word in group_words(t.tokens)]
+                     for t in translations]
+        return [with_deletion_test(found, *test) for found, test in zip(diagnostics, self._deletion_test(src_words, trg_words))]
 
-    def deletion_gains(self, sources: Sequence[str], targets: Sequence[str]) -> list[np.ndarray]:
-        """The deletion test on given translations: for each whitespace-separated word of ``sources[i]``,
-        log P(targets[i] | the source without that word) − log P(targets[i] | the source), in nats
-        (attnmt.explain.diagnostics)."""
-        src_pieces, trg_pieces = self._word_pieces(sources, targets)
-        return self._deletion_gains(src_pieces, [_concat(pieces) for pieces in trg_pieces])
+    def diagnose_pairs(self, sources: Sequence[str], targets: Sequence[str], deletion_test: bool = True,
+                       ) -> list[Diagnostics]:
+        """``diagnose`` for given translations (``targets[i]`` of ``sources[i]``: a human's, another
+        system's, a reference with a gap), read off their forced decoding, words as in ``align``.
+        Raises NoAttentionError for a model without attention."""
+        found = [diagnose_matrix(a.attention, a.src_words, a.trg_words) for a in self.align(sources, targets)]
+        if not deletion_test:
+            return found
+        tests = self._deletion_test(*self._word_pieces(sources, targets))
+        return [with_deletion_test(diagnostics, *test) for diagnostics, test in zip(found, tests)]
 
-    def _deletion_gains(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]]) -> list[np.ndarray]:
-        """Deletion gains from piece ids: each source as its words' pieces, each target flat."""
-        return [effects.sum(axis=0) for effects in self._deletion_effects(src_words, trg_ids)]
+    def _deletion_test(self, src_words: Sequence[list[list[int]]], trg_words: Sequence[list[list[int]]],
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The deletion test on piece ids, each text as its words' pieces: per pair, each source word's
+        deletion gain and attended regret (attnmt.explain.diagnostics)."""
+        effects, whole = self._deletion_effects(src_words, [_concat(words) for words in trg_words])
+        return [(effect.sum(axis=0), attended_regret(forced.attention, forced.regret, _piece_groups(src), _piece_groups(trg)))
+                for effect, forced, src, trg in zip(effects, whole, src_words, trg_words)]
 
-    def _deletion_effects(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]]) -> list[np.ndarray]:
+    def _deletion_effects(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]],
+                          ) -> tuple[list[np.ndarray], list[ForcedDecoding]]:
         """For each pair, (len(target) + 1, source words): how much each target token's log-probability
-        (``</s>`` last) changes when each source word is left out of the source."""
+        (``</s>`` last) changes when each source word is left out of the source; and each pair's forced
+        decoding with the whole source, attention included."""
         sources, targets = [], []
         for words, target in zip(src_words, trg_ids):
-            variants = [_concat(words)] + deletion_variants(words)  # the whole source first
+            variants = deletion_variants(words)
             sources += variants
             targets += [target] * len(variants)
+        batch_size = self.config.decode.batch_size
         with autocast(self.precision, self.device):
-            results = forced_decode(self.model, sources, targets, self.config.decode.batch_size, self.device)
+            whole = forced_decode(self.model, [_concat(words) for words in src_words], list(trg_ids), batch_size,
+                                  self.device, need_attention=True)
+            without = forced_decode(self.model, sources, targets, batch_size, self.device)
         effects, start = [], 0
-        for words, target in zip(src_words, trg_ids):
-            whole = results[start].token_log_probs  # (len(target) + 1,)
-            without = [result.token_log_probs for result in results[start + 1 : start + 1 + len(words)]]
-            effects.append(np.stack(without, axis=1) - whole[:, None] if without else np.zeros((len(target) + 1, 0)))
-            start += len(words) + 1
-        return effects
+        for words, target, forced in zip(src_words, trg_ids, whole):
+            rows = [result.token_log_probs for result in without[start : start + len(words)]]  # each (len(target) + 1,)
+            effects.append(np.stack(rows, axis=1) - forced.token_log_probs[:, None] if rows
+                           else np.zeros((len(target) + 1, 0)))
+            start += len(words)
+        return effects, whole
 
     def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
         """Forced decoding of each (source, target) pair, the texts cut into whitespace-separated words

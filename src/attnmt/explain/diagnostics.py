@@ -25,9 +25,24 @@ again with each source word left out of the source in turn:
 
 summed over the translation's tokens, in nats. A translation that renders word j needs it: leaving
 it out makes the translation less probable (a negative gain). A translation that left word j out is
-no less probable without it, often much more: a gain above ``UNTRANSLATED_ABOVE`` (3 nats, twenty
-times as probable: the best F1 on Multi30k val) flags j as ``untranslated``. The gains come from the
-model (``Translator.diagnose``); here they are only read.
+no less probable without it, often much more.
+
+Where a translation skips a word, it also goes against the model: the token after the gap is far
+less probable than the model's own first choice there, and that step's attention rests on the
+skipped word, the one the decoder was about to translate. The regret of a step is log P(the model's
+first choice) − log P(the token written), ≥ 0, and
+
+    attended_regret[j] = Σ_i attention[i, j] · regret[i]
+
+over the target words i (a word's pieces averaged, as in ``coverage``) and the final ``</s>`` (a
+skipped last word shows as an early end). A source word's **untranslated score** is
+deletion_gain[j] + attended_regret[j]; the word with the largest score is flagged ``untranslated``
+when its score is above ``UNTRANSLATED_ABOVE`` (1 nat: the best F1 on Multi30k val, at most one word
+a translation, which is what made the flag precise). For the model's own greedy translation every
+regret is 0 (each token is its first choice) and the score is the deletion gain; beam search's are
+small. The regret speaks for given translations: a human's, another system's, a reference with a
+gap. The gains and regrets come from the model (``Translator.diagnose``, ``diagnose_pairs``); here
+they are only read.
 
 docs/attention.md measures what each flag is worth on Multi30k (benchmarks/diagnostics.py) and how
 the defaults were chosen.
@@ -40,11 +55,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from attnmt.explain.alignment import AttendedTranslation, word_attention
+from attnmt.explain.alignment import AttendedTranslation, merge_groups, word_attention
 
 OMISSION_BELOW = 0.25  # coverage under which a source word counts as possibly untranslated
 REPETITION_ABOVE = 2.0  # coverage above which a source word counts as possibly translated more than once
-UNTRANSLATED_ABOVE = 3.0  # deletion gain (nats) above which a source word counts as untranslated
+UNTRANSLATED_ABOVE = 1.0  # untranslated score (nats) above which the highest-scoring source word counts as untranslated
 
 
 @dataclass
@@ -61,8 +76,16 @@ class Diagnostics:
     omission_below: float = OMISSION_BELOW
     repetition_above: float = REPETITION_ABOVE
     deletion_gain: list[float] | None = None  # per source word; None: the deletion test was not run
-    untranslated: list[int] = field(default_factory=list)  # source words with deletion_gain > untranslated_above
+    attended_regret: list[float] | None = None  # per source word; None: the deletion test was not run
+    untranslated: list[int] = field(default_factory=list)  # the word with the largest untranslated_score, if above
     untranslated_above: float = UNTRANSLATED_ABOVE
+
+    @property
+    def untranslated_score(self) -> list[float] | None:
+        """Per source word, deletion_gain + attended_regret (nats); None unless the deletion test ran."""
+        if self.deletion_gain is None or self.attended_regret is None:
+            return None
+        return [gain + regret for gain, regret in zip(self.deletion_gain, self.attended_regret)]
 
     @property
     def flagged(self) -> bool:
@@ -80,7 +103,8 @@ class Diagnostics:
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON, rounded to 4 decimals, with the summary figures."""
         plain = asdict(self)
-        for key in ("coverage", "entropy", "eos_mass", "deletion_gain"):
+        plain["untranslated_score"] = self.untranslated_score
+        for key in ("coverage", "entropy", "eos_mass", "deletion_gain", "attended_regret", "untranslated_score"):
             plain[key] = None if plain[key] is None else [round(value, 4) for value in plain[key]]
         plain.update(flagged=self.flagged, mean_entropy=round(self.mean_entropy, 4),
                      mean_eos_mass=round(self.mean_eos_mass, 4))
@@ -115,15 +139,29 @@ def diagnose_matrix(attention: np.ndarray, src_words: list[str], trg_words: list
                        over, omission_below, repetition_above)
 
 
-def with_deletion_test(diagnostics: Diagnostics, deletion_gain: Sequence[float],
+def with_deletion_test(diagnostics: Diagnostics, deletion_gain: Sequence[float], attended_regret: Sequence[float],
                        untranslated_above: float = UNTRANSLATED_ABOVE) -> Diagnostics:
-    """The diagnostics with the deletion test's gains (one per source word, see the module docstring)
-    and the words they flag as untranslated."""
-    if len(deletion_gain) != len(diagnostics.src_words):
-        raise ValueError(f"{len(deletion_gain)} deletion gains for {len(diagnostics.src_words)} source words")
-    gains = [float(gain) for gain in deletion_gain]
-    return replace(diagnostics, deletion_gain=gains, untranslated_above=untranslated_above,
-                   untranslated=[j for j, gain in enumerate(gains) if gain > untranslated_above])
+    """The diagnostics with the deletion test's gains and the attended regrets (one each per source
+    word, see the module docstring) and the word they flag as untranslated, if any."""
+    for name, values in (("deletion gains", deletion_gain), ("attended regrets", attended_regret)):
+        if len(values) != len(diagnostics.src_words):
+            raise ValueError(f"{len(values)} {name} for {len(diagnostics.src_words)} source words")
+    tested = replace(diagnostics, deletion_gain=[float(gain) for gain in deletion_gain],
+                     attended_regret=[float(regret) for regret in attended_regret], untranslated_above=untranslated_above)
+    scores = tested.untranslated_score or []
+    best = int(np.argmax(scores)) if scores else None
+    return replace(tested, untranslated=[best] if best is not None and scores[best] > untranslated_above else [])
+
+
+def attended_regret(attention: np.ndarray, regret: np.ndarray, src_groups: Sequence[Sequence[int]],
+                    trg_groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """(src words,) Σ over target words and </s> of the attention each source word received times the
+    step's regret (module docstring). ``attention`` (trg pieces + 1, src pieces + 1) and ``regret``
+    (trg pieces + 1,) are a forced decoding's, ``</s>`` last; the groups hold each word's piece
+    indices, the ``</s>`` group last on both sides."""
+    weighted = np.asarray(attention, dtype=np.float64) * np.asarray(regret, dtype=np.float64)[:, None]
+    by_words = merge_groups(weighted, src_groups, trg_groups)  # (trg words + 1, src words + 1)
+    return by_words[:, :-1].sum(axis=0)  # the source </s> left out
 
 
 def deletion_variants(words: Sequence[Sequence[int]]) -> list[list[int]]:

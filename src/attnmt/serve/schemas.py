@@ -54,8 +54,15 @@ class DiagnosticsResult(BaseModel):
     deletion_gain: list[float] | None = Field(
         None, description="per source word: log P(translation | source without it) − log P(translation | source), "
                           "in nats; null unless the deletion test ran")
+    attended_regret: list[float] | None = Field(
+        None, description="per source word: Σ over target words of the attention it received × how much less probable "
+                          "the word written was than the model's first choice there, in nats; null unless the deletion "
+                          "test ran")
+    untranslated_score: list[float] | None = Field(
+        None, description="per source word: deletion_gain + attended_regret; null unless the deletion test ran")
     untranslated: list[int] = Field(default_factory=list,
-                                    description="source words whose deletion gain is over untranslated_above")
+                                    description="the source word with the largest untranslated_score, if that is over "
+                                                "untranslated_above (at most one)")
     untranslated_above: float
     flagged: bool
     mean_entropy: float
@@ -114,8 +121,8 @@ def translate_request_model(limits: RequestLimits, default_beam: int) -> type[Ba
                                                      "word, possible omissions and repetitions")
         deletion_test: bool = Field(False, description="with diagnostics, for the best translation of each text: "
                                                        "also score it with each source word left out and flag the "
-                                                       "words it is far more probable without (a PyTorch model "
-                                                       "only; one forced decoding per source word)")
+                                                       "word it most looks to have left out, if any (a PyTorch "
+                                                       "model only; one forced decoding per source word)")
         length_penalty: float | None = Field(None, ge=0.0, le=10.0, description="GNMT alpha; default: the model's")
 
         @field_validator("text", mode="before")
