@@ -6,10 +6,11 @@
    model's own word alignment of it); one source word that has letters or digits (not a punctuation
    token) and whose aligned target words form one contiguous span is chosen at random (seeded).
    *Omission*: the span is deleted from the reference and the shortened reference force-decoded; the
-   omission flags (attention: coverage below a threshold) and the untranslated flags (the deletion
-   test: the shortened reference gains more than a threshold when the word is left out of the
-   source) should point at exactly the source words whose translation was removed (those all of
-   whose aligned target words were deleted). *Repetition*: the span is repeated right after itself;
+   omission flags (attention: coverage below a threshold) and the untranslated flag (the deletion
+   test: the source word with the largest deletion gain plus attended regret, if above a threshold;
+   beside it, the deletion gain alone, every word above a threshold or the largest only) should
+   point at exactly the source words whose translation was removed (those all of whose aligned
+   target words were deleted). *Repetition*: the span is repeated right after itself;
    the over-attention flags should point at the source words all of whose aligned target words lie
    in the span. Precision and recall, summed over sentences, for a range of thresholds; each flag's
    threshold is the one with the best F1 on val, and test is scored at it. As a baseline, the flags
@@ -18,7 +19,8 @@
    with a flag against those without, for the attention's flags and for the deletion test's.
 3. The signals as detectors of bad translations (sentence chrF below ``--bad-chrf``): the AUROC of
    the smallest coverage, the largest coverage, the number of flagged words, the mean entropy, the
-   mean attention on </s>, the largest deletion gain, beside that of the log-probability per token
+   mean attention on </s>, the largest deletion gain and untranslated score, beside that of the
+   log-probability per token
    (Guerreiro et al. 2023's strongest baseline). An AUROC of 0.5 is chance; each signal is oriented
    so that larger means worse.
 
@@ -38,16 +40,16 @@ from common import RESULTS, command_line, machine, multi30k_dir, write_json
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
 from attnmt.explain.alignment import WordAlignment
-from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
-                                        diagnose_matrix, with_deletion_test)
+from attnmt.explain.diagnostics import OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics
 from attnmt.translator import Translator
 
 KINDS = ("omission", "repetition")  # of controlled change
 UNTRANSLATED_THRESHOLDS = (-1.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)  # nats
 FLAGS = {  # flag: (the controlled change it should find, the thresholds tried)
     "omission": ("omission", (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6)),  # coverage below
-    "untranslated": ("omission", UNTRANSLATED_THRESHOLDS),  # deletion gain above
-    "untranslated, the largest gain only": ("omission", UNTRANSLATED_THRESHOLDS),
+    "untranslated": ("omission", UNTRANSLATED_THRESHOLDS),  # the largest deletion gain + attended regret above
+    "deletion gain above, every word": ("omission", UNTRANSLATED_THRESHOLDS),
+    "deletion gain above, the largest only": ("omission", UNTRANSLATED_THRESHOLDS),
     "repetition": ("repetition", (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5)),  # coverage above
 }
 DEFAULTS = {"omission": OMISSION_BELOW, "untranslated": UNTRANSLATED_ABOVE, "repetition": REPETITION_ABOVE}
@@ -89,29 +91,19 @@ def flags(found: Diagnostics, flag: str, threshold: float) -> set[int]:
         return {j for j, mass in enumerate(found.coverage) if mass < threshold}
     if flag == "repetition":
         return {j for j, mass in enumerate(found.coverage) if mass > threshold}
-    gains = found.deletion_gain or []
-    if flag == "untranslated, the largest gain only":  # at most one word a sentence
-        return {int(np.argmax(gains))} if gains and max(gains) > threshold else set()
-    return {j for j, gain in enumerate(gains) if gain > threshold}
+    if flag == "deletion gain above, every word":
+        return {j for j, gain in enumerate(found.deletion_gain or []) if gain > threshold}
+    scores = (found.untranslated_score if flag == "untranslated" else found.deletion_gain) or []
+    return {int(np.argmax(scores))} if scores and max(scores) > threshold else set()  # at most one word a sentence
 
 
-def forced_diagnostics(translator: Translator, sources: list[str], targets: list[str], alignments: list[WordAlignment],
-                       deletion_test: bool) -> list[Diagnostics]:
-    """The diagnostics of force-decoded pairs (their alignments given), with the deletion test's gains."""
-    found = [diagnose_matrix(a.attention, a.src_words, a.trg_words) for a in alignments]
-    if not deletion_test:
-        return found
-    return [with_deletion_test(d, gains) for d, gains in zip(found, translator.deletion_gains(sources, targets))]
-
-
-def score_controlled(translator: Translator, full: list[WordAlignment], cases: list[dict], kind: str) -> dict:
+def score_controlled(translator: Translator, cases: list[dict], kind: str) -> dict:
     """Precision and recall of each flag that should find ``kind`` at each of its thresholds on the
     changed references, and the flags the unchanged references raise (per sentence)."""
     sources = [c["source"] for c in cases]
     changed = [c["changed"] for c in cases]
-    found = forced_diagnostics(translator, sources, changed, translator.align(sources, changed), kind == "omission")
-    unchanged = forced_diagnostics(translator, sources, [c["reference"] for c in cases],
-                                   [full[c["index"]] for c in cases], kind == "omission")
+    found = translator.diagnose_pairs(sources, changed, deletion_test=kind == "omission")
+    unchanged = translator.diagnose_pairs(sources, [c["reference"] for c in cases], deletion_test=kind == "omission")
     result = {}
     for flag, (flag_kind, thresholds) in FLAGS.items():
         if flag_kind != kind:
@@ -181,6 +173,7 @@ def free_translations(translator: Translator, sources: list[str], references: li
         "mean attention entropy": [d.mean_entropy for d in diagnostics],
         "mean attention on </s>": [d.mean_eos_mass for d in diagnostics],
         "largest deletion gain": [max(d.deletion_gain or [0.0]) for d in diagnostics],
+        "largest untranslated score": [max(d.untranslated_score or [0.0]) for d in diagnostics],
         "log-probability per token (lower: worse)": [-t.log_prob / (len(t.tokens) + 1) for t in translations],
     }
     all_coverage = np.concatenate([d.coverage for d in diagnostics if d.coverage])
@@ -201,7 +194,7 @@ def plot(report: dict, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(20, 4), layout="constrained")
+    figure = Figure(figsize=(24, 4), layout="constrained")
     FigureCanvasAgg(figure)
     for index, (flag, (kind, _)) in enumerate(FLAGS.items()):
         axes = figure.add_subplot(1, len(FLAGS) + 1, index + 1)
@@ -281,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         full = translator.align(sources, references)
         for kind in KINDS:
             cases = controlled_cases(full, sources, references, kind, args.seed)
-            controlled[kind][split] = score_controlled(translator, full, cases, kind)
+            controlled[kind][split] = score_controlled(translator, cases, kind)
             print(split, kind, controlled[kind][split], flush=True)
     chosen = {flag: max(thresholds, key=lambda t: controlled[kind]["val"]["flags"][flag][str(t)]["f1"])
               for flag, (kind, thresholds) in FLAGS.items()}

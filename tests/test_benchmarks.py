@@ -137,12 +137,13 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out)])
     report = json.loads(out.read_text(encoding="utf-8"))
     assert set(report["controlled"]["omission"]) == {"val", "test"}
-    assert set(report["controlled"]["omission"]["test"]["flags"]) == {"omission", "untranslated",
-                                                                      "untranslated, the largest gain only"}
+    assert set(report["controlled"]["omission"]["test"]["flags"]) == {
+        "omission", "untranslated", "deletion gain above, every word", "deletion gain above, the largest only"}
     for flag in ("omission", "untranslated", "repetition"):
         assert 0 <= report["test_at_chosen"][flag]["precision"] <= 1
     assert report["free"]["thresholds"] == report["chosen_on_val"]  # free translations flagged at the chosen values
-    assert {"log-probability per token (lower: worse)", "largest deletion gain"} <= set(report["free"]["auroc"])
+    assert {"log-probability per token (lower: worse)", "largest deletion gain",
+            "largest untranslated score"} <= set(report["free"]["auroc"])
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "| deletion_test | flagged |" in out.with_suffix(".md").read_text()
 
@@ -153,6 +154,7 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     rows = report["models"][0]["betas"]
     assert report["omission_below"] == 0.3
     assert [row["beta"] for row in rows] == [0.0, 1.0] and all(0 <= row["test"]["omission_flag_rate"] <= 1 for row in rows)
+    assert all(0 <= row["test"]["untranslated_flag_rate"] <= 1 and "untranslated_flag_rate" not in row["val"] for row in rows)
 
     model = tmp_path / "model"
     shutil.copytree(toy_model_dir, model)
