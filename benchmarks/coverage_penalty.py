@@ -1,5 +1,6 @@
-"""What the GNMT coverage penalty does on Multi30k: BLEU, and how many translations leave a source
-word unattended (the omission flag of attnmt.explain.diagnostics, at ``--omission-below``), for a
+"""What the GNMT coverage penalty does on Multi30k: BLEU, how many translations leave a source word
+unattended (the omission flag of attnmt.explain.diagnostics, at ``--omission-below``) and, on test,
+how many the deletion test flags as having left a word untranslated (its default threshold), for a
 range of beta, beam 5.
 
     python benchmarks/coverage_penalty.py runs/multi30k/en_de_s42 runs/multi30k/en_fr_s42
@@ -22,24 +23,30 @@ from attnmt.translator import Translator
 BETAS = (0.0, 0.1, 0.2, 0.4, 0.8)
 
 
-def measure(translator: Translator, sources: list[str], references: list[str], omission_below: float) -> dict:
+def measure(translator: Translator, sources: list[str], references: list[str], omission_below: float,
+            deletion_test: bool) -> dict:
     translations, scores = scored_translation(translator, sources, references, beam=5)
     flagged = sum(bool(diagnose(t, omission_below).omitted) for t in translations)
-    return {**scores, "omission_flag_rate": round(flagged / len(translations), 4),
-            "mean_output_words": round(sum(len(t.text.split()) for t in translations) / len(translations), 2)}
+    result = {**scores, "omission_flag_rate": round(flagged / len(translations), 4),
+              "mean_output_words": round(sum(len(t.text.split()) for t in translations) / len(translations), 2)}
+    if deletion_test:
+        untranslated = sum(bool(found.untranslated) for found in translator.diagnose(translations))
+        result["untranslated_flag_rate"] = round(untranslated / len(translations), 4)
+    return result
 
 
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['machine']['cpu']}. Command: `{report['command']}`. Omission flag: coverage "
              f"below {report['omission_below']}.", "",
              "| model | beta | val BLEU | test BLEU cased / lc | test chrF2 | test translations with an omission flag | "
-             "words per output |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "with an untranslated flag | words per output |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for model in report["models"]:
         for row in model["betas"]:
             mark = " (chosen on val)" if row["beta"] == model["chosen_beta"] else ""
             lines.append(f"| {model['direction']} | {row['beta']}{mark} | {row['val']['bleu']} | {row['test']['bleu']} / "
                          f"{row['test']['bleu_lowercased']} | {row['test']['chrf']} | "
-                         f"{100 * row['test']['omission_flag_rate']:.1f} % | {row['test']['mean_output_words']} |")
+                         f"{100 * row['test']['omission_flag_rate']:.1f} % | "
+                         f"{100 * row['test']['untranslated_flag_rate']:.1f} % | {row['test']['mean_output_words']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for beta in map(float, args.betas.split(",")):
             translator.config.decode.coverage_penalty = beta
-            rows.append({"beta": beta, **{split: measure(translator, *pair, args.omission_below)
+            rows.append({"beta": beta, **{split: measure(translator, *pair, args.omission_below, split == "test")
                                           for split, pair in data.items()}})
             print(model_dir.name, rows[-1], flush=True)
         chosen = max(rows, key=lambda row: row["val"]["bleu"])["beta"]
