@@ -197,8 +197,8 @@ def test_source_words_the_translation_hardly_attended_to_are_marked_with_a_legen
 
 
 def test_source_words_the_deletion_test_finds_left_out_are_marked(page, live_server):
-    """With a PyTorch model the page also asks for the deletion test and marks the source words the
-    translation is far more probable without, as the API reports them, with a legend."""
+    """With a PyTorch model the page also asks for the deletion test and marks the source word the
+    translation most looks to have left out, as the API reports it, with a legend."""
     # the rough test model skips words; find a sentence it skips one of
     sentence, diagnostics = flagged_sentence(live_server, seed=43, request={"deletion_test": True}, flag="untranslated")
     left_out = [diagnostics["src_words"][j] for j in diagnostics["untranslated"]]

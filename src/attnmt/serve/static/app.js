@@ -162,7 +162,7 @@ function legend(diagnostics) {
       element("span", "", `more than ${diagnostics.repetition_above}: possibly translated twice`));
     if (diagnostics.deletion_gain !== null) {
       scale.append(element("span", "swatch untranslated"),
-        element("span", "", `the translation is far more probable without it (deletion test): left out`));
+        element("span", "", `the word the translation most looks to have left out (deletion test)`));
     }
   }
   return scale;
