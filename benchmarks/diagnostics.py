@@ -40,7 +40,8 @@ from common import RESULTS, command_line, machine, multi30k_dir, write_json
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
 from attnmt.explain.alignment import WordAlignment
-from attnmt.explain.diagnostics import OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics
+from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
+                                        with_deletion_test)
 from attnmt.translator import Translator
 
 KINDS = ("omission", "repetition")  # of controlled change
@@ -91,10 +92,12 @@ def flags(found: Diagnostics, flag: str, threshold: float) -> set[int]:
         return {j for j, mass in enumerate(found.coverage) if mass < threshold}
     if flag == "repetition":
         return {j for j, mass in enumerate(found.coverage) if mass > threshold}
+    gains = found.deletion_gain or []
+    if flag == "untranslated":  # the product's rule, at this threshold
+        return set(with_deletion_test(found, gains, found.attended_regret or [], threshold).untranslated)
     if flag == "deletion gain above, every word":
-        return {j for j, gain in enumerate(found.deletion_gain or []) if gain > threshold}
-    scores = (found.untranslated_score if flag == "untranslated" else found.deletion_gain) or []
-    return {int(np.argmax(scores))} if scores and max(scores) > threshold else set()  # at most one word a sentence
+        return {j for j, gain in enumerate(gains) if gain > threshold}
+    return {int(np.argmax(gains))} if gains and max(gains) > threshold else set()  # the largest gain only
 
 
 def score_controlled(translator: Translator, cases: list[dict], kind: str) -> dict:

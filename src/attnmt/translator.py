@@ -143,7 +143,8 @@ class Translator(TextTranslator):
         forced = self._force(sources, targets, need_attention=True)
         alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
         if by_deletion:
-            effects, _ = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced])
+            effects = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced],
+                                             [f.result for f in forced])
             for alignment, f, effect in zip(alignments, forced, effects):
                 src_groups = _piece_groups(f.src_ids)
                 attention = None if deletion_only else merge_groups(  # (trg pieces + 1, src words + 1)
@@ -174,59 +175,66 @@ class Translator(TextTranslator):
                      for t in translations]
         trg_words = [[[self.trg_tokenizer.piece_to_id(t.tokens[i]) for i in word] for word in group_words(t.tokens)]
                      for t in translations]
-        return [with_deletion_test(found, *test) for found, test in zip(diagnostics, self._deletion_test(src_words, trg_words))]
+        whole = self._forced_decode([_concat(words) for words in src_words], [_concat(words) for words in trg_words],
+                                    need_attention=True)
+        return [with_deletion_test(found, *test)
+                for found, test in zip(diagnostics, self._deletion_test(src_words, trg_words, whole))]
 
     def diagnose_pairs(self, sources: Sequence[str], targets: Sequence[str], deletion_test: bool = True,
                        ) -> list[Diagnostics]:
         """``diagnose`` for given translations (``targets[i]`` of ``sources[i]``: a human's, another
         system's, a reference with a gap), read off their forced decoding, words as in ``align``.
         Raises NoAttentionError for a model without attention."""
-        found = [diagnose_matrix(a.attention, a.src_words, a.trg_words) for a in self.align(sources, targets)]
+        forced = self._force(sources, targets, need_attention=True)
+        found = [diagnose_matrix(a.attention, a.src_words, a.trg_words) for a in (f.alignment() for f in forced)]
         if not deletion_test:
             return found
-        tests = self._deletion_test(*self._word_pieces(sources, targets))
+        tests = self._deletion_test([f.src_ids for f in forced], [f.word_trg_ids for f in forced],
+                                    [f.result for f in forced])
         return [with_deletion_test(diagnostics, *test) for diagnostics, test in zip(found, tests)]
 
     def _deletion_test(self, src_words: Sequence[list[list[int]]], trg_words: Sequence[list[list[int]]],
-                       ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The deletion test on piece ids, each text as its words' pieces: per pair, each source word's
-        deletion gain and attended regret (attnmt.explain.diagnostics)."""
-        effects, whole = self._deletion_effects(src_words, [_concat(words) for words in trg_words])
+                       whole: Sequence[ForcedDecoding]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The deletion test on piece ids, each text as its words' pieces, ``whole`` each pair's forced
+        decoding with attention: per pair, each source word's deletion gain and attended regret
+        (attnmt.explain.diagnostics)."""
+        effects = self._deletion_effects(src_words, [_concat(words) for words in trg_words], whole)
         return [(effect.sum(axis=0), attended_regret(forced.attention, forced.regret, _piece_groups(src), _piece_groups(trg)))
                 for effect, forced, src, trg in zip(effects, whole, src_words, trg_words)]
 
     def _deletion_effects(self, src_words: Sequence[list[list[int]]], trg_ids: Sequence[list[int]],
-                          ) -> tuple[list[np.ndarray], list[ForcedDecoding]]:
+                          whole: Sequence[ForcedDecoding]) -> list[np.ndarray]:
         """For each pair, (len(target) + 1, source words): how much each target token's log-probability
-        (``</s>`` last) changes when each source word is left out of the source; and each pair's forced
-        decoding with the whole source, attention included."""
+        (``</s>`` last) changes when each source word is left out of the source; ``whole``: each pair's
+        forced decoding with the whole source, which the caller has already."""
         sources, targets = [], []
         for words, target in zip(src_words, trg_ids):
             variants = deletion_variants(words)
             sources += variants
             targets += [target] * len(variants)
-        batch_size = self.config.decode.batch_size
-        with autocast(self.precision, self.device):
-            whole = forced_decode(self.model, [_concat(words) for words in src_words], list(trg_ids), batch_size,
-                                  self.device, need_attention=True)
-            without = forced_decode(self.model, sources, targets, batch_size, self.device)
+        without = self._forced_decode(sources, targets)
         effects, start = [], 0
-        for words, target, forced in zip(src_words, trg_ids, whole):
+        for words, forced in zip(src_words, whole):
             rows = [result.token_log_probs for result in without[start : start + len(words)]]  # each (len(target) + 1,)
             effects.append(np.stack(rows, axis=1) - forced.token_log_probs[:, None] if rows
-                           else np.zeros((len(target) + 1, 0)))
+                           else np.zeros((len(forced.token_log_probs), 0)))
             start += len(words)
-        return effects, whole
+        return effects
 
     def _force(self, sources: Sequence[str], targets: Sequence[str], need_attention: bool) -> list[_Forced]:
         """Forced decoding of each (source, target) pair, the texts cut into whitespace-separated words
         and each word encoded on its own, so that pieces map back to words."""
         src_pieces, trg_pieces = self._word_pieces(sources, targets)
-        with autocast(self.precision, self.device):
-            results = forced_decode(self.model, [_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces],
-                                    self.config.decode.batch_size, self.device, need_attention=need_attention)
+        results = self._forced_decode([_concat(p) for p in src_pieces], [_concat(p) for p in trg_pieces], need_attention)
         return [_Forced(result, source.split(), target.split(), src, trg)
                 for result, source, target, src, trg in zip(results, sources, targets, src_pieces, trg_pieces)]
+
+    def _forced_decode(self, src_ids: Sequence[list[int]], trg_ids: Sequence[list[int]], need_attention: bool = False,
+                       ) -> list[ForcedDecoding]:
+        """attnmt.forced_decoding.forced_decode with this translator's model, precision, device and batch size."""
+        with autocast(self.precision, self.device):
+            return forced_decode(self.model, src_ids, trg_ids, self.config.decode.batch_size, self.device,
+                                 need_attention=need_attention)
 
     def _word_pieces(self, sources: Sequence[str], targets: Sequence[str],
                      ) -> tuple[list[list[list[int]]], list[list[list[int]]]]:
