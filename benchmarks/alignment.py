@@ -1,6 +1,8 @@
 """Alignment error rate against human gold alignments: eflomal and attnmt's attention, on the same data.
 
     python benchmarks/alignment.py runs/multi30k/en_fr_s43 runs/multi30k/en_fr_s43_guided
+    python benchmarks/alignment.py runs/multi30k/en_fr_guided --reverse runs/multi30k/fr_en_guided \
+        --teacher runs/align/train.align      # both directions; the guided models' own training links
 
 Gold: the English–French Hansards sentences of ``$ATTNMT_DATA/align`` (147 pairs, 0-indexed links,
 ``i-j`` sure and ``ipj`` possible; see its README). Out of domain for Multi30k's image captions, and
@@ -21,6 +23,13 @@ pre-tokenized and lowercased, as distributed: both aligners see them as they are
   to the source word whose deletion from the source lowers its log-probability most, Li et al.
   2019's prediction difference); and the two together (``by_deletion``: the attention a piece gave
   a word times the drop), one way and both ways;
+- with ``--reverse`` (a fr→en model trained the same way, beside the en→fr model in the same place),
+  both directions at once (``Translator.align(reverse=...)``): each pair of words scored by the
+  product of the two models' scores (attention, or attention × drop), each target word linked to the
+  source word with the largest product, one way and both ways;
+- with ``--teacher`` (the alignment file the guided models trained with, the gold sentences' lines
+  last), the AER of those very links: the eflomal run the guided models learnt from (eflomal takes
+  no seed, and the run above is another);
 - the BLEU of each model on test_2016_flickr (beam 5, cased and lowercased).
 
 AER = 1 − (|A∩S| + |A∩P|) / (|A| + |S|); precision counts against sure and possible links, recall
@@ -62,6 +71,11 @@ READINGS = {  # how links are read off attention (Translator.align); pieces link
     "attention x the deletion test's drop": {"by_deletion": True},
     "attention x the deletion test's drop, both ways": {"by_deletion": True, "both_ways": True},
 }
+TWO_WAY_READINGS = {  # with a fr→en model beside the en→fr one (Translator.align(reverse=...))
+    "both directions: the product of their attention, argmax both ways": {"both_ways": True},
+    "both directions: the product of their attention x drop": {"by_deletion": True},
+    "both directions: the product of their attention x drop, argmax both ways": {"by_deletion": True, "both_ways": True},
+}
 
 
 def score(links, gold) -> dict:
@@ -83,20 +97,43 @@ def eflomal_score(config: Path, multi30k: Path, gold_src: Path, gold_trg: Path, 
     return {"system": "eflomal, grow-diag-final-and", **score(links, gold)}
 
 
-def model_scores(model_dir: Path, sources: list[str], targets: list[str], gold, multi30k: Path) -> list[dict]:
-    translator = Translator.load(model_dir)
+def model_scores(model_dir: Path, sources: list[str], targets: list[str], gold, multi30k: Path,
+                 reverse_dir: Path | None = None) -> list[dict]:
+    translator = load(model_dir)
     src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
     test_src, test_ref = read_lines(multi30k / f"test_2016_flickr.{src}.gz"), read_lines(multi30k / f"test_2016_flickr.{trg}.gz")
     _, scores = scored_translation(translator, test_src, test_ref, beam=5)
     guided = bool(translator.config.train.guided_alignment)
+    readings = [(reading, options, "") for reading, options in READINGS.items()]
+    if reverse_dir is not None:
+        reverse = load(reverse_dir)
+        readings += [(reading, {**options, "reverse": reverse}, f" with {label(reverse_dir)}")
+                     for reading, options in TWO_WAY_READINGS.items()]
     rows = []
-    for reading, options in READINGS.items():
+    for reading, options, beside in readings:
         links = [a.links for a in translator.align(sources, targets, **options)]
-        rows.append({"system": f"attnmt {model_dir.name}{' (guided alignment)' if guided else ''}, {reading}",
+        rows.append({"system": f"attnmt {label(model_dir)}{' (guided alignment)' if guided else ''}{beside}, {reading}",
                      "model": str(model_dir), **score(links, gold),
                      "test_bleu_beam5": scores["bleu"], "test_bleu_beam5_lowercased": scores["bleu_lowercased"]})
         print(rows[-1], flush=True)
     return rows
+
+
+def load(model_dirs: Path) -> Translator:
+    """A model directory, or several joined by commas: an ensemble (attnmt.model.ensemble)."""
+    first, *others = str(model_dirs).split(",")
+    return Translator.load(first, ensemble=others)
+
+
+def label(model_dirs: Path) -> str:
+    return " + ".join(Path(path).name for path in str(model_dirs).split(","))
+
+
+def teacher_score(path: Path, gold) -> dict:
+    """The guided models' own training links for the gold sentences: the last len(gold) lines of the
+    alignment file they trained with (an eflomal run of its own; eflomal takes no seed)."""
+    links = [sorted(alignment.possible) for alignment in read_alignments(path)[-len(gold):]]
+    return {"system": f"eflomal, grow-diag-final-and: the guided models' training links ({path})", **score(links, gold)}
 
 
 def markdown(report: dict) -> str:
@@ -111,10 +148,18 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dirs", type=Path, nargs="*", help="en→fr attnmt models")
+    parser.add_argument("model_dirs", type=Path, nargs="*",
+                        help="en→fr attnmt models (an ensemble: its directories joined by commas)")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "multi30k_en_fr.yaml")
     parser.add_argument("--gold", type=Path, default=data_dir() / "align" / "hansards_enfr.dev")
     parser.add_argument("--data", type=Path, default=multi30k_dir())
+    parser.add_argument("--reverse", type=Path, action="append", default=[],
+                        help="a fr→en model (or an ensemble, joined by commas), read together with the en→fr "
+                             "model in the same place of model_dirs (repeat: the first --reverse goes with the "
+                             "first model, ...)")
+    parser.add_argument("--teacher", type=Path,
+                        help="the alignment file the guided models trained with, the gold sentences' lines last: "
+                             "their AER too")
     parser.add_argument("--out", type=Path, default=RESULTS / "alignment_en_fr.json")
     args = parser.parse_args(argv)
     gold_src, gold_trg = Path(f"{args.gold}.en"), Path(f"{args.gold}.fr")
@@ -122,9 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     sources, targets = read_lines(gold_src), read_lines(gold_trg)
     check_gold_fits(gold, [len(s.split()) for s in sources], [len(t.split()) for t in targets], f"{args.gold}.gold")
     systems = [eflomal_score(args.config, args.data, gold_src, gold_trg, gold)]
-    print(systems[0], flush=True)
-    for model_dir in args.model_dirs:
-        systems += model_scores(model_dir, sources, targets, gold, args.data)
+    if args.teacher is not None:
+        systems.append(teacher_score(args.teacher, gold))
+    print(*systems, sep="\n", flush=True)
+    if len(args.reverse) > len(args.model_dirs):
+        raise SystemExit(f"{len(args.reverse)} --reverse models but {len(args.model_dirs)} en→fr models")
+    for index, model_dir in enumerate(args.model_dirs):
+        reverse = args.reverse[index] if index < len(args.reverse) else None
+        systems += model_scores(model_dir, sources, targets, gold, args.data, reverse)
     report = {"machine": machine(), "command": command_line("alignment.py", argv),
               "gold": str(args.gold), "sentences": len(gold), "systems": systems}
     write_json(args.out, report)

@@ -29,13 +29,15 @@ def data_dir() -> Path:
     return path
 
 
-def _train_toy_model(root: Path, attention: str) -> Path:
+def _train_toy_model(root: Path, attention: str, reverse: bool = False) -> Path:
     from attnmt.training.loop import train
     from toy import toy_config, write_toy_corpus
 
     train_prefix, valid_prefix = write_toy_corpus(root / "data", n_train=400)
     config = toy_config(train_prefix, valid_prefix)
     config.model.attention = attention
+    if reverse:
+        config.data.src_lang, config.data.trg_lang = config.data.trg_lang, config.data.src_lang
     model_dir = root / "model"
     train(config, model_dir, progress=False, log=lambda message: None)
     return model_dir
@@ -51,3 +53,9 @@ def toy_model_dir(tmp_path_factory) -> Path:
 def toy_none_model_dir(tmp_path_factory) -> Path:
     """The same without attention (``model.attention: none``), trained the same way."""
     return _train_toy_model(tmp_path_factory.mktemp("toy_none"), "none")
+
+
+@pytest.fixture(scope="session")
+def toy_reverse_model_dir(tmp_path_factory) -> Path:
+    """The toy task the other way round (German → English), trained the same way."""
+    return _train_toy_model(tmp_path_factory.mktemp("toy_reverse"), "general", reverse=True)

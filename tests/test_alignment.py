@@ -15,6 +15,9 @@ from attnmt.explain.alignment import (
     attention_links,
     check_gold_fits,
     deletion_links,
+    link_scores,
+    two_way_links,
+    word_link_scores,
     merge_subwords,
 )
 from attnmt.data.alignments import parse_alignment, read_alignments
@@ -143,6 +146,48 @@ def test_the_deletion_test_aligns_a_word_for_word_translation_word_for_word(toy_
                                        deletion_only=deletion_only)
         assert alignment.links == [(0, 0), (1, 1), (2, 2), (3, 3)]
         assert alignment.attention.shape == (5, 5)  # the attention is still there, to look at
+
+
+def test_two_models_link_the_words_both_score_highest_together():
+    # forward: the en→de model's scores (target words "Hunde" "bellen", source words "the" "dogs" "bark");
+    # alone it links "Hunde" to "the" (0.5 > 0.4)
+    forward = np.array([[0.5, 0.4, 0.1],
+                        [0.1, 0.2, 0.7]])
+    backward = np.array([[0.3, 0.1],  # the de→en model's scores, (source words, target words)
+                         [0.9, 0.1],
+                         [0.0, 0.8]])
+    # products: "Hunde" 0.15, 0.36, 0 -> "dogs"; "bellen" 0.01, 0.02, 0.56 -> "bark"
+    assert two_way_links(forward, backward, both_ways=False) == [(1, 0), (2, 1)]
+    assert two_way_links(forward, backward) == [(1, 0), (2, 1)]  # each is also its source word's best
+    two_targets_one_source = np.array([[0.1, 0.9], [0.2, 0.8]])  # both target words look at source word 1
+    assert two_way_links(two_targets_one_source, np.ones((2, 2)), both_ways=False) == [(1, 0), (1, 1)]
+    assert two_way_links(two_targets_one_source, np.ones((2, 2))) == [(1, 0)]  # source 1's best is target 0
+    assert two_way_links(np.zeros((1, 2)), np.ones((2, 1))) == []  # no score above 0: unlinked
+    assert two_way_links(np.zeros((0, 2)), np.zeros((2, 0))) == []  # an empty target
+    with pytest.raises(ValueError, match="do not fit"):
+        two_way_links(forward, forward)
+
+
+def test_link_scores_multiply_attention_and_drop_and_words_take_their_pieces_largest():
+    effects = np.array([[-2.0, 0.5], [-1.0, -3.0], [-9.0, -9.0]])  # two target pieces and </s>; two source words
+    attention = np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.0, 0.0, 1.0]])  # </s> column last
+    np.testing.assert_allclose(link_scores(effects, attention), [[1.0, 0.0], [0.1, 2.4]])  # a rise counts as 0
+    np.testing.assert_allclose(link_scores(effects, None), [[2.0, 0.0], [1.0, 3.0]])
+    np.testing.assert_allclose(link_scores(None, attention), [[0.5, 0.25], [0.1, 0.8]])
+    np.testing.assert_allclose(word_link_scores(link_scores(effects, None), [[0, 1], []]), [[2.0, 3.0], [0.0, 0.0]])
+
+
+def test_a_reverse_model_aligns_a_word_for_word_translation_word_for_word(toy_model_dir, toy_reverse_model_dir):
+    from attnmt.translator import Translator
+
+    translator, reverse = Translator.load(toy_model_dir), Translator.load(toy_reverse_model_dir)
+    for reading in ({}, {"both_ways": True}, {"by_deletion": True, "both_ways": True}):
+        [alignment] = translator.align(["two nine four one"], ["zwei neun vier eins"], reverse=reverse, **reading)
+        assert alignment.links == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    with pytest.raises(ValueError, match="must translate de→en"):
+        translator.align(["two"], ["zwei"], reverse=translator)
+    with pytest.raises(ValueError, match="shift and by_pieces do not apply"):
+        translator.align(["two"], ["zwei"], reverse=reverse, shift=True)
 
 
 def test_gold_line_sure_and_possible_links():

@@ -208,6 +208,23 @@ def test_plot_draws_several_sentences_side_by_side(toy_model_dir, tmp_path, caps
     assert png_size(stacked)[1] > 1.6 * one_height
 
 
+def test_align_with_a_reverse_model_reads_both_directions(toy_model_dir, toy_reverse_model_dir, tmp_path, capsys):
+    src, trg = tmp_path / "test.en", tmp_path / "test.de"
+    src.write_text("one two three\nseven eight\n\n", encoding="utf-8")
+    trg.write_text("eins zwei drei\nsieben acht\n\n", encoding="utf-8")
+    for extra in ([], ["--by-deletion"]):
+        code, written, _ = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg,
+                                    "--reverse-model", toy_reverse_model_dir, *extra)
+        assert code == 0 and written.split("\n") == ["0-0 1-1 2-2", "0-0 1-1", "", ""]
+    # each direction an ensemble (here of a model with itself: the same scores, so the same links)
+    code, written, _ = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--ensemble", toy_model_dir,
+                                "--reverse-model", toy_reverse_model_dir, "--reverse-ensemble", toy_reverse_model_dir)
+    assert code == 0 and written.split("\n") == ["0-0 1-1 2-2", "0-0 1-1", "", ""]
+    wrong_way = attnmt("align", toy_model_dir, "--src", src, "--trg", trg, "--reverse-model", toy_model_dir, check=False)
+    assert wrong_way.returncode != 0 and "must translate de→en" in wrong_way.stderr.decode()
+    assert "Traceback" not in wrong_way.stderr.decode()
+
+
 def test_plot_and_align_refuse_a_model_without_attention(toy_none_model_dir, tmp_path, capsys):
     code, _, error = cli_here(capsys, "plot", toy_none_model_dir, "one two", "-o", tmp_path / "a.png")
     assert code == 1 and "has no attention (model.attention: none)" in error

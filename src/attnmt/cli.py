@@ -110,17 +110,20 @@ def _add_search_options(p: argparse.ArgumentParser) -> None:
                    help="sentences per decoding batch (default: decode.batch_size of the model's config)")
 
 
-def _load_translator(model_dir: Path, args: argparse.Namespace, forced_decoding: bool = False, **options):
+def _load_translator(model_dir: Path, args: argparse.Namespace, forced_decoding: bool = False,
+                     ensemble: list[Path] | None = None, **options):
     """The model of ``model_dir`` with the decoding settings of the command line; an exported
     directory (``attnmt export --onnx``) is translated by onnxruntime, torch never imported.
-    ``forced_decoding``: the command scores or aligns given translations (PyTorch models only)."""
+    ``forced_decoding``: the command scores or aligns given translations (PyTorch models only).
+    ``ensemble``: the models to decode with it, if not the command line's ``--ensemble``."""
     from attnmt.decoding import with_search
     from attnmt.export.onnx_model import OnnxTranslator, is_onnx_dir
 
+    ensemble = getattr(args, "ensemble", []) if ensemble is None else ensemble
     threads = getattr(args, "threads", 0)
     if is_onnx_dir(model_dir):
         torch_only = {"forced decoding": forced_decoding,
-                      "--ensemble": getattr(args, "ensemble", []), "--shortlist": getattr(args, "shortlist", False),
+                      "--ensemble": ensemble, "--shortlist": getattr(args, "shortlist", False),
                       "--precision": options.get("precision", "fp32") != "fp32",
                       "--device": options.get("device", "cpu") != "cpu"}
         given = [option for option, value in torch_only.items() if value]
@@ -135,7 +138,7 @@ def _load_translator(model_dir: Path, args: argparse.Namespace, forced_decoding:
 
         if threads > 0:
             torch.set_num_threads(threads)
-        translator = Translator.load(model_dir, ensemble=getattr(args, "ensemble", []),
+        translator = Translator.load(model_dir, ensemble=ensemble,
                                      shortlist=getattr(args, "shortlist", False), **options)
     translator.config.decode = with_search(translator.config.decode, batch_size=getattr(args, "batch_size", None),
                                            coverage_penalty=getattr(args, "coverage_penalty", None)).check()
@@ -209,6 +212,13 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
                    help="link by the attention times the drop in each target piece's log-probability when the source "
                         "word is left out, argmax both ways (the best reading on human gold, docs/attention.md; one "
                         "forced decoding per source word)")
+    p.add_argument("--reverse-model", type=Path, metavar="DIR",
+                   help="a model of the opposite direction (--trg to --src) read beside the first: each pair of "
+                        "words scored by the product of the two models' scores, argmax both ways (with "
+                        "--by-deletion: their attention times drop), as aligners symmetrise two directions")
+    _add_ensemble_option(p)
+    p.add_argument("--reverse-ensemble", type=Path, action="append", default=[], metavar="MODEL_DIR",
+                   help="read together with --reverse-model (repeatable), as --ensemble with the first model")
     p.set_defaults(run=_run_align)
 
 
@@ -514,10 +524,13 @@ def _run_align(args: argparse.Namespace) -> int:
 
     if (args.model_dir is None) == (args.hyp is None):
         raise SystemExit("attnmt align: give either a model directory (with --src and --trg) or --hyp")
-    if args.by_deletion and args.hyp is not None:
-        raise SystemExit("attnmt align: --by-deletion reads a model; --hyp alignments are only scored")
+    if (args.by_deletion or args.reverse_model is not None or args.ensemble) and args.hyp is not None:
+        raise SystemExit("attnmt align: --by-deletion, --ensemble and --reverse-model read models; --hyp alignments "
+                         "are only scored")
     if args.hyp is not None and args.gold is None:
         raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
+    if args.reverse_ensemble and args.reverse_model is None:
+        raise SystemExit("attnmt align: --reverse-ensemble goes with --reverse-model")
     gold = read_alignments(args.gold) if args.gold is not None else None
     if args.hyp is not None:
         links = [sorted(alignment.possible) for alignment in read_alignments(args.hyp)]
@@ -533,7 +546,12 @@ def _run_align(args: argparse.Namespace) -> int:
         links = []  # kept for the AER only
         writing = args.output is not None or gold is None
         with _output(args.output) if writing else contextlib.nullcontext() as out:
-            reading = {"by_deletion": True, "both_ways": True, "by_pieces": True} if args.by_deletion else {}
+            if args.reverse_model is not None:
+                reverse = _load_translator(args.reverse_model, args, forced_decoding=True,
+                                           ensemble=args.reverse_ensemble)
+                reading = {"reverse": reverse, "both_ways": True, "by_deletion": args.by_deletion}
+            else:
+                reading = {"by_deletion": True, "both_ways": True, "by_pieces": True} if args.by_deletion else {}
             for chunk in translator.align_chunks(_raw_pairs(files), **reading):
                 if out is not None:
                     out.writelines(format_links(alignment.links) + "\n" for alignment in chunk)

@@ -27,8 +27,9 @@ from attnmt.data.corpus import chunks
 from attnmt.data.text import clean_line
 from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE
-from attnmt.errors import CheckpointError, ConfigError
-from attnmt.explain.alignment import WordAlignment, attention_links, deletion_links, group_words, merge_groups
+from attnmt.errors import AlignmentError, CheckpointError, ConfigError
+from attnmt.explain.alignment import (WordAlignment, attention_links, deletion_links, group_words, link_scores, merge_groups,
+                                      two_way_links, word_link_scores)
 from attnmt.explain.diagnostics import (Diagnostics, attended_regret, deletion_variants, diagnose_matrix,
                                         with_deletion_test)
 from attnmt.forced_decoding import ForcedDecoding, forced_decode
@@ -108,7 +109,7 @@ class Translator(TextTranslator):
     def _sampling_generator(self, decode: DecodeConfig) -> torch.Generator:
         return sampling_generator(decode, self.device)
 
-    def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None, **reading: bool,
+    def align_chunks(self, pairs: Iterable[tuple[str, str]], chunk_size: int | None = None, **reading,
                      ) -> Iterator[list[WordAlignment]]:
         """``align`` over (source, target) pairs of an iterable of any length, a chunk at a time (as
         ``translate_chunks``); ``reading``: ``align``'s options."""
@@ -123,7 +124,7 @@ class Translator(TextTranslator):
 
     def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
               both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False,
-              deletion_only: bool = False) -> list[WordAlignment]:
+              deletion_only: bool = False, reverse: Translator | None = None) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
@@ -139,18 +140,56 @@ class Translator(TextTranslator):
         the word and the drop in its log-probability when the word is left out of the source
         (``explain.alignment.deletion_links``; one forced decoding per source word; ``both_ways``
         applies, ``shift`` does not); ``deletion_only``: by the drop alone (Li et al. 2019's prediction
-        difference). Raises NoAttentionError for a model without attention."""
+        difference). ``reverse``: a model of the opposite direction (target→source), which
+        force-decodes each pair turned round; each model scores every pair of words (the attention, or
+        as ``by_deletion`` / ``deletion_only`` say; a word takes its pieces' largest score), and each
+        target word is linked to the source word with the largest product of the two models' scores
+        (``explain.alignment.two_way_links``; ``both_ways`` applies, ``shift`` and ``by_pieces`` do
+        not). Raises NoAttentionError for a model without attention."""
+        if reverse is not None:
+            self._check_reverse(reverse, shift or by_pieces)
         forced = self._force(sources, targets, need_attention=True)
         alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
-        if by_deletion:
-            effects = self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced],
-                                             [f.result for f in forced])
-            for alignment, f, effect in zip(alignments, forced, effects):
-                src_groups = _piece_groups(f.src_ids)
-                attention = None if deletion_only else merge_groups(  # (trg pieces + 1, src words + 1)
-                    f.result.attention, src_groups, [[row] for row in range(len(f.result.attention))])
-                alignment.links = deletion_links(effect, _piece_groups(f.word_trg_ids)[:-1], both_ways, attention)
+        if reverse is not None:
+            backward = reverse._force(targets, sources, need_attention=True)
+            for alignment, forward_scores, backward_scores in zip(
+                    alignments, self._word_link_scores(forced, by_deletion, deletion_only),
+                    reverse._word_link_scores(backward, by_deletion, deletion_only)):
+                alignment.links = two_way_links(forward_scores, backward_scores, both_ways)
+        elif by_deletion:
+            evidence = self._link_evidence(forced, True, deletion_only)
+            for alignment, f, (effects, attention) in zip(alignments, forced, evidence):
+                alignment.links = deletion_links(effects, _piece_groups(f.word_trg_ids)[:-1], both_ways, attention)
         return alignments
+
+    def _check_reverse(self, reverse: Translator, piece_reading: bool) -> None:
+        if piece_reading:
+            raise ValueError("aligning with a reverse model reads words, not pieces or the next step: "
+                             "shift and by_pieces do not apply")
+        data, other = self.config.data, reverse.config.data
+        if (other.src_lang, other.trg_lang) != (data.trg_lang, data.src_lang):
+            raise AlignmentError(f"the reverse model translates {other.src_lang}→{other.trg_lang}, but this one "
+                                 f"translates {data.src_lang}→{data.trg_lang}: the reverse model must translate "
+                                 f"{data.trg_lang}→{data.src_lang}")
+
+    def _link_evidence(self, forced: Sequence[_Forced], by_deletion: bool, deletion_only: bool,
+                       ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Per pair: the deletion test's effects (trg pieces + 1, src words), or None without
+        ``by_deletion``; the attention merged to source words (trg pieces + 1, src words + 1), or None
+        with ``deletion_only``."""
+        effects = (self._deletion_effects([f.src_ids for f in forced], [f.trg_ids for f in forced],
+                                          [f.result for f in forced]) if by_deletion else [None] * len(forced))
+        attentions = [None if by_deletion and deletion_only else merge_groups(
+            f.result.attention, _piece_groups(f.src_ids), [[row] for row in range(len(f.result.attention))])
+            for f in forced]
+        return list(zip(effects, attentions))
+
+    def _word_link_scores(self, forced: Sequence[_Forced], by_deletion: bool, deletion_only: bool,
+                          ) -> list[np.ndarray]:
+        """Per pair, (trg words, src words): how strongly this model links each target word to each
+        source word (explain.alignment.link_scores, a word taking its pieces' largest)."""
+        return [word_link_scores(link_scores(effects, attention), _piece_groups(f.word_trg_ids)[:-1])
+                for f, (effects, attention) in zip(forced, self._link_evidence(forced, by_deletion, deletion_only))]
 
     def score(self, sources: Sequence[str], targets: Sequence[str], alignment: bool = False) -> list[PairScore]:
         """How probable each given translation is: the log-probability of ``targets[i]`` given

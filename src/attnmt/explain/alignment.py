@@ -155,9 +155,7 @@ def deletion_links(effects: np.ndarray, trg_groups: Sequence[Sequence[int]], bot
     ``</s>`` row and column last: each drop is weighted by the attention the piece gave the word, so
     that a link needs both the model's look and its need. ``both_ways``: only the links where that
     target piece is also the one the source word matters most to."""
-    scores = np.maximum(-np.asarray(effects, dtype=np.float64)[:-1], 0.0)  # (trg_pieces, src_words): drops
-    if attention is not None:
-        scores = scores * np.asarray(attention, dtype=np.float64)[:-1, :-1]
+    scores = link_scores(effects, attention)  # (trg_pieces, src_words)
     if scores.size == 0:
         return []
     best_source = scores.argmax(axis=1)  # (trg_pieces,)
@@ -166,6 +164,47 @@ def deletion_links(effects: np.ndarray, trg_groups: Sequence[Sequence[int]], bot
     links = {(int(source), word_of_piece[piece]) for piece, source in enumerate(best_source)
              if scores[piece, source] > 0 and (not both_ways or best_piece[source] == piece)}
     return sorted(links, key=lambda link: (link[1], link[0]))
+
+
+def link_scores(effects: np.ndarray | None, attention: np.ndarray | None) -> np.ndarray:
+    """(trg_pieces, src_words) scores for linking each target piece to each source word, ``</s>`` rows
+    and columns dropped: the drop in the piece's log-probability when the word is left out of the source
+    (``effects``, (trg_pieces + 1, src_words), ``</s>`` row last; rises count as 0), times the attention
+    the piece gave the word (``attention``, (trg_pieces + 1, src_words + 1)); either alone if the other
+    is None."""
+    if effects is None and attention is None:
+        raise ValueError("link scores need the deletion test's effects, the attention, or both")
+    scores = None if effects is None else np.maximum(-np.asarray(effects, dtype=np.float64)[:-1], 0.0)
+    if attention is not None:
+        looks = np.asarray(attention, dtype=np.float64)[:-1, :-1]
+        scores = looks if scores is None else scores * looks
+    return scores
+
+
+def word_link_scores(scores: np.ndarray, trg_groups: Sequence[Sequence[int]]) -> np.ndarray:
+    """(trg_pieces, src_words) -> (len(trg_groups), src_words): each target word takes its pieces'
+    largest score (as a word is linked wherever any of its pieces is)."""
+    rows = [scores[list(pieces)].max(axis=0) if pieces else np.zeros(scores.shape[1]) for pieces in trg_groups]
+    return np.stack(rows) if rows else np.zeros((0, scores.shape[1]))
+
+
+def two_way_links(forward: np.ndarray, backward: np.ndarray, both_ways: bool = True) -> list[Link]:
+    """Links from two models of opposite directions, as statistical aligners symmetrise theirs:
+    ``forward`` (trg_words, src_words), the source→target model's word link scores; ``backward``
+    (src_words, trg_words), the target→source model's on the same pair turned round. Their product
+    scores each pair of words by both models at once; each target word is linked to the source word
+    with the largest product (if above 0); ``both_ways``: only where that target word is also the one
+    with the largest product for the source word."""
+    if forward.shape != backward.T.shape:
+        raise ValueError(f"the two directions' scores do not fit: {forward.shape} (trg, src) against "
+                         f"{backward.shape} (src, trg)")
+    product = forward * backward.T  # (trg_words, src_words)
+    if product.size == 0:
+        return []
+    best_source = product.argmax(axis=1)  # (trg_words,)
+    best_target = product.argmax(axis=0)  # (src_words,)
+    return [(int(source), target) for target, source in enumerate(best_source)
+            if product[target, source] > 0 and (not both_ways or best_target[source] == target)]
 
 
 @dataclass
