@@ -3,6 +3,8 @@
     python benchmarks/alignment.py runs/multi30k/en_fr_s43 runs/multi30k/en_fr_s43_guided
     python benchmarks/alignment.py runs/multi30k/en_fr_guided --reverse runs/multi30k/fr_en_guided \
         --teacher runs/align/train.align      # both directions; the guided models' own training links
+    python benchmarks/alignment.py runs/multi30k/en_fr_a:runs/multi30k/en_fr_b \
+        --reverse runs/multi30k/fr_en_a:runs/multi30k/fr_en_b   # two models a direction, word by word
 
 Gold: the English–French Hansards sentences of ``$ATTNMT_DATA/align`` (147 pairs, 0-indexed links,
 ``i-j`` sure and ``ipj`` possible; see its README). Out of domain for Multi30k's image captions, and
@@ -26,7 +28,9 @@ pre-tokenized and lowercased, as distributed: both aligners see them as they are
 - with ``--reverse`` (a fr→en model trained the same way, beside the en→fr model in the same place),
   both directions at once (``Translator.align(reverse=...)``): each pair of words scored by the
   product of the two models' scores (attention, or attention × drop), each target word linked to the
-  source word with the largest product, one way and both ways;
+  source word with the largest product, one way and both ways; models joined by colons (on either
+  side) are combined word by word: each scores every pair of words and a direction's scores are
+  averaged before the product (``Translator.align(also=...)``; vocabularies may differ);
 - with ``--teacher`` (the alignment file the guided models trained with, the gold sentences' lines
   last), the AER of those very links: the eflomal run the guided models learnt from (eflomal takes
   no seed, and the run above is another);
@@ -99,34 +103,44 @@ def eflomal_score(config: Path, multi30k: Path, gold_src: Path, gold_trg: Path, 
 
 def model_scores(model_dir: Path, sources: list[str], targets: list[str], gold, multi30k: Path,
                  reverse_dir: Path | None = None) -> list[dict]:
-    translator = load(model_dir)
+    translator, *also = load(model_dir)
+    if also and reverse_dir is None:
+        raise SystemExit(f"{model_dir}: models joined by colons are read together with a --reverse model")
     src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
     test_src, test_ref = read_lines(multi30k / f"test_2016_flickr.{src}.gz"), read_lines(multi30k / f"test_2016_flickr.{trg}.gz")
-    _, scores = scored_translation(translator, test_src, test_ref, beam=5)
+    bleu = [scored_translation(model, test_src, test_ref, beam=5)[1] for model in (translator, *also)]
     guided = bool(translator.config.train.guided_alignment)
-    readings = [(reading, options, "") for reading, options in READINGS.items()]
+    # models joined by colons combine only in the two-way reading (Translator.align(also=...))
+    readings = [] if also else [(reading, options, "") for reading, options in READINGS.items()]
     if reverse_dir is not None:
         reverse = load(reverse_dir)
-        readings += [(reading, {**options, "reverse": reverse}, f" with {label(reverse_dir)}")
+        readings += [(reading, {**options, "reverse": reverse, "also": also}, f" with {label(reverse_dir)}")
                      for reading, options in TWO_WAY_READINGS.items()]
     rows = []
     for reading, options, beside in readings:
         links = [a.links for a in translator.align(sources, targets, **options)]
         rows.append({"system": f"attnmt {label(model_dir)}{' (guided alignment)' if guided else ''}{beside}, {reading}",
                      "model": str(model_dir), **score(links, gold),
-                     "test_bleu_beam5": scores["bleu"], "test_bleu_beam5_lowercased": scores["bleu_lowercased"]})
+                     **{key: [scores[name] for scores in bleu] if also else bleu[0][name]
+                        for key, name in (("test_bleu_beam5", "bleu"), ("test_bleu_beam5_lowercased", "bleu_lowercased"))}})
         print(rows[-1], flush=True)
     return rows
 
 
-def load(model_dirs: Path) -> Translator:
-    """A model directory, or several joined by commas: an ensemble (attnmt.model.ensemble)."""
-    first, *others = str(model_dirs).split(",")
-    return Translator.load(first, ensemble=others)
+def load(model_dirs: Path) -> list[Translator]:
+    """A model directory, or several joined by commas: an ensemble (attnmt.model.ensemble); groups
+    joined by colons: models read one by one and combined word by word (``Translator.align(also=...)``;
+    their vocabularies may differ)."""
+    translators = []
+    for group in str(model_dirs).split(":"):
+        first, *others = group.split(",")
+        translators.append(Translator.load(first, ensemble=others))
+    return translators
 
 
 def label(model_dirs: Path) -> str:
-    return " + ".join(Path(path).name for path in str(model_dirs).split(","))
+    """Directory names: an ensemble's joined by " + ", models combined word by word by " and "."""
+    return " and ".join(" + ".join(Path(path).name for path in group.split(",")) for group in str(model_dirs).split(":"))
 
 
 def teacher_score(path: Path, gold) -> dict:
@@ -138,10 +152,12 @@ def teacher_score(path: Path, gold) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['machine']['cpu']}. Command: `{report['command']}`", "",
-             "| system | AER | precision | recall | links | test_2016_flickr BLEU beam 5, cased / lc |",
+             "| system | AER | precision | recall | links | test_2016_flickr BLEU beam 5, cased / lc (each model of an 'and') |",
              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in report["systems"]:
-        bleu = f"{row['test_bleu_beam5']} / {row['test_bleu_beam5_lowercased']}" if "test_bleu_beam5" in row else ""
+        bleu = " · ".join(f"{cased} / {lowercased}" for cased, lowercased in zip(
+            *(row[key] if isinstance(row[key], list) else [row[key]] for key in ("test_bleu_beam5", "test_bleu_beam5_lowercased"))
+        )) if "test_bleu_beam5" in row else ""
         lines.append(f"| {row['system']} | {row['aer']} | {row['precision']} | {row['recall']} | {row['links']} | {bleu} |")
     return "\n".join(lines) + "\n"
 
@@ -149,12 +165,14 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dirs", type=Path, nargs="*",
-                        help="en→fr attnmt models (an ensemble: its directories joined by commas)")
+                        help="en→fr attnmt models (an ensemble: its directories joined by commas; models combined "
+                             "word by word, with --reverse: joined by colons)")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "multi30k_en_fr.yaml")
     parser.add_argument("--gold", type=Path, default=data_dir() / "align" / "hansards_enfr.dev")
     parser.add_argument("--data", type=Path, default=multi30k_dir())
     parser.add_argument("--reverse", type=Path, action="append", default=[],
-                        help="a fr→en model (or an ensemble, joined by commas), read together with the en→fr "
+                        help="a fr→en model (an ensemble: joined by commas; combined word by word: by colons), "
+                             "read together with the en→fr "
                              "model in the same place of model_dirs (repeat: the first --reverse goes with the "
                              "first model, ...)")
     parser.add_argument("--teacher", type=Path,

@@ -16,6 +16,7 @@ from attnmt.explain.alignment import (
     check_gold_fits,
     deletion_links,
     link_scores,
+    mean_link_scores,
     two_way_links,
     word_link_scores,
     merge_subwords,
@@ -188,6 +189,45 @@ def test_a_reverse_model_aligns_a_word_for_word_translation_word_for_word(toy_mo
         translator.align(["two"], ["zwei"], reverse=translator)
     with pytest.raises(ValueError, match="shift and by_pieces do not apply"):
         translator.align(["two"], ["zwei"], reverse=reverse, shift=True)
+
+
+def test_models_of_one_direction_combine_by_their_mean_word_scores():
+    # two en→de models' scores for target words "Hunde" "bellen" over "the" "dogs" "bark": the first
+    # alone links "Hunde" to "the" (0.5 > 0.4), the second is sure of "dogs"; their mean is not
+    first = np.array([[0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
+    second = np.array([[0.1, 0.8, 0.1], [0.0, 0.1, 0.9]])
+    np.testing.assert_allclose(mean_link_scores([first, second]), [[0.3, 0.6, 0.1], [0.05, 0.15, 0.8]])
+    assert two_way_links(first, np.ones((3, 2))) == [(0, 0), (2, 1)]
+    assert two_way_links(mean_link_scores([first, second]), np.ones((3, 2))) == [(1, 0), (2, 1)]
+    np.testing.assert_array_equal(mean_link_scores([first]), first)
+    with pytest.raises(ValueError, match=r"do not fit: shapes \[\(2, 2\), \(2, 3\)\].*the same words"):
+        mean_link_scores([first, first[:, :2]])
+
+
+def test_models_with_other_vocabularies_align_together(toy_model_dir, toy_reverse_model_dir, tmp_path):
+    from toy import toy_config, write_toy_corpus
+
+    from attnmt.config import VocabConfig
+    from attnmt.training.loop import train
+    from attnmt.translator import Translator
+
+    config = toy_config(*write_toy_corpus(tmp_path / "data", n_train=400), seed=2)
+    config.vocab = VocabConfig(type="bpe", size=40, joint=False, byte_fallback=False)  # not the fixtures' unigram
+    train(config, tmp_path / "bpe", progress=False, log=lambda message: None)
+    translator, reverse, bpe = (Translator.load(path) for path in (toy_model_dir, toy_reverse_model_dir, tmp_path / "bpe"))
+    pieces = [[model.trg_tokenizer.id_to_piece(i) for i in model.trg_tokenizer.encode_batch(["zwei neun vier eins"])[0]]
+              for model in (translator, bpe)]
+    assert pieces[0] != pieces[1]  # the two en→de models cut the target into different pieces
+    pair = (["two nine four one"], ["zwei neun vier eins"])
+    for reading in ({"both_ways": True}, {"by_deletion": True, "both_ways": True}):
+        alone = translator.align(*pair, reverse=reverse, **reading)[0].links
+        assert translator.align(*pair, reverse=[reverse, reverse], also=[translator], **reading)[0].links == alone
+        combined = translator.align(*pair, reverse=reverse, also=[bpe], **reading)[0].links
+        assert combined == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    with pytest.raises(ValueError, match="give reverse= too"):
+        translator.align(*pair, also=[bpe])
+    with pytest.raises(ValueError, match="each model of also= must translate en→de"):
+        translator.align(*pair, reverse=reverse, also=[reverse])
 
 
 def test_gold_line_sure_and_possible_links():

@@ -211,3 +211,36 @@ def test_search_backends_gives_the_same_digests_with_a_shortlist_of_every_piece(
     assert (plain["shortlist"], shortlisted["shortlist"]) == (False, True)
     digests = [key for key in plain if key.endswith("_digest")]
     assert len(digests) == 4 and all(plain[key] == shortlisted[key] for key in digests)
+
+
+def test_the_alignment_benchmark_reads_each_model_and_combines_them_word_by_word(
+        toy_model_dir, toy_reverse_model_dir, toy_multi30k, tmp_path):
+    pytest.importorskip("eflomal", reason="the benchmark's comparator is eflomal (pip install -e '.[align]')")
+    from toy import toy_pairs
+
+    gold = tmp_path / "gold"  # the toy's word-for-word pairs as "gold": each word linked to its translation
+    pairs = toy_pairs(8, seed=5)
+    (tmp_path / "gold.en").write_text("".join(source + "\n" for source, _ in pairs), encoding="utf-8")
+    (tmp_path / "gold.fr").write_text("".join(target + "\n" for _, target in pairs), encoding="utf-8")  # German
+    (tmp_path / "gold.gold").write_text("".join(" ".join(f"{i}-{i}" for i in range(len(source.split()))) + "\n"
+                                                for source, _ in pairs), encoding="utf-8")
+    config = tmp_path / "toy.yaml"
+    config.write_text(toy_config(str(toy_multi30k / "train"), str(toy_multi30k / "val")).to_yaml(), encoding="utf-8")
+    out = tmp_path / "alignment.json"
+    both = f"{toy_model_dir}:{toy_model_dir}"  # the model combined with itself: the same scores, the same links
+    module = load_script("alignment")
+    module.main([str(toy_model_dir), both, "--reverse", str(toy_reverse_model_dir), "--reverse",
+                 f"{toy_reverse_model_dir}:{toy_reverse_model_dir}", "--config", str(config), "--gold", str(gold),
+                 "--data", str(toy_multi30k), "--out", str(out)])
+    rows = json.loads(out.read_text(encoding="utf-8"))["systems"]
+    assert rows[0]["system"] == "eflomal, grow-diag-final-and" and 0 <= rows[0]["aer"] <= 100
+    alone = [row for row in rows if row.get("model") == str(toy_model_dir)]
+    combined = [row for row in rows if row.get("model") == both]
+    assert len(alone) == len(module.READINGS) + len(module.TWO_WAY_READINGS)
+    assert len(combined) == len(module.TWO_WAY_READINGS)  # models joined by colons: only the two-way readings
+    assert [row["aer"] for row in combined] == [row["aer"] for row in alone[-len(combined):]]
+    assert all(len(row["test_bleu_beam5"]) == 2 and row["test_bleu_beam5"][0] == alone[0]["test_bleu_beam5"]
+               for row in combined)  # each member's BLEU
+    assert combined[0]["aer"] == 0.0  # word for word: the product of attention, argmax both ways, finds every link
+    table = out.with_suffix(".md").read_text(encoding="utf-8")
+    assert "| system | AER | precision | recall |" in table and " and " in table and " · " in table

@@ -220,6 +220,12 @@ def test_align_with_a_reverse_model_reads_both_directions(toy_model_dir, toy_rev
     code, written, _ = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--ensemble", toy_model_dir,
                                 "--reverse-model", toy_reverse_model_dir, "--reverse-ensemble", toy_reverse_model_dir)
     assert code == 0 and written.split("\n") == ["0-0 1-1 2-2", "0-0 1-1", "", ""]
+    # more models a direction, combined word by word (here each model twice: the same mean, the same links)
+    code, written, _ = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--also", toy_model_dir,
+                                "--reverse-model", toy_reverse_model_dir, "--reverse-also", toy_reverse_model_dir)
+    assert code == 0 and written.split("\n") == ["0-0 1-1 2-2", "0-0 1-1", "", ""]
+    code, _, error = cli_here(capsys, "align", toy_model_dir, "--src", src, "--trg", trg, "--also", toy_model_dir)
+    assert code != 0 and "--also and --reverse-also go with --reverse-model" in error
     wrong_way = attnmt("align", toy_model_dir, "--src", src, "--trg", trg, "--reverse-model", toy_model_dir, check=False)
     assert wrong_way.returncode != 0 and "must translate de→en" in wrong_way.stderr.decode()
     assert "Traceback" not in wrong_way.stderr.decode()

@@ -219,6 +219,12 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     _add_ensemble_option(p)
     p.add_argument("--reverse-ensemble", type=Path, action="append", default=[], metavar="MODEL_DIR",
                    help="read together with --reverse-model (repeatable), as --ensemble with the first model")
+    p.add_argument("--also", type=Path, action="append", default=[], metavar="DIR",
+                   help="with --reverse-model: another model of the first model's direction (repeatable); each "
+                        "reads every pair as the first does and their word scores are averaged, so that its "
+                        "vocabulary may differ (another seed, other training text)")
+    p.add_argument("--reverse-also", type=Path, action="append", default=[], metavar="DIR",
+                   help="another model of --reverse-model's direction (repeatable), as --also")
     p.set_defaults(run=_run_align)
 
 
@@ -529,8 +535,8 @@ def _run_align(args: argparse.Namespace) -> int:
                          "are only scored")
     if args.hyp is not None and args.gold is None:
         raise SystemExit("attnmt align: --hyp alignments are scored against --gold; give --gold")
-    if args.reverse_ensemble and args.reverse_model is None:
-        raise SystemExit("attnmt align: --reverse-ensemble goes with --reverse-model")
+    if (args.reverse_ensemble or args.also or args.reverse_also) and args.reverse_model is None:
+        raise SystemExit("attnmt align: --reverse-ensemble, --also and --reverse-also go with --reverse-model")
     gold = read_alignments(args.gold) if args.gold is not None else None
     if args.hyp is not None:
         links = [sorted(alignment.possible) for alignment in read_alignments(args.hyp)]
@@ -547,9 +553,10 @@ def _run_align(args: argparse.Namespace) -> int:
         writing = args.output is not None or gold is None
         with _output(args.output) if writing else contextlib.nullcontext() as out:
             if args.reverse_model is not None:
-                reverse = _load_translator(args.reverse_model, args, forced_decoding=True,
-                                           ensemble=args.reverse_ensemble)
-                reading = {"reverse": reverse, "both_ways": True, "by_deletion": args.by_deletion}
+                reverse = [_load_translator(args.reverse_model, args, forced_decoding=True, ensemble=args.reverse_ensemble)]
+                reverse += [_load_translator(path, args, forced_decoding=True, ensemble=[]) for path in args.reverse_also]
+                also = [_load_translator(path, args, forced_decoding=True, ensemble=[]) for path in args.also]
+                reading = {"reverse": reverse, "also": also, "both_ways": True, "by_deletion": args.by_deletion}
             else:
                 reading = {"by_deletion": True, "both_ways": True, "by_pieces": True} if args.by_deletion else {}
             for chunk in translator.align_chunks(_raw_pairs(files), **reading):

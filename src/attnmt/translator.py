@@ -29,7 +29,7 @@ from attnmt.data.tokenizer import SubwordTokenizer
 from attnmt.data.vocab import EOS_PIECE
 from attnmt.errors import AlignmentError, CheckpointError, ConfigError
 from attnmt.explain.alignment import (WordAlignment, attention_links, deletion_links, group_words, link_scores, merge_groups,
-                                      two_way_links, word_link_scores)
+                                      mean_link_scores, two_way_links, word_link_scores)
 from attnmt.explain.diagnostics import (Diagnostics, attended_regret, deletion_variants, diagnose_matrix,
                                         with_deletion_test)
 from attnmt.forced_decoding import ForcedDecoding, forced_decode
@@ -124,7 +124,8 @@ class Translator(TextTranslator):
 
     def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
               both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False,
-              deletion_only: bool = False, reverse: Translator | None = None) -> list[WordAlignment]:
+              deletion_only: bool = False, reverse: Translator | Sequence[Translator] | None = None,
+              also: Sequence[Translator] = ()) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
@@ -145,17 +146,29 @@ class Translator(TextTranslator):
         as ``by_deletion`` / ``deletion_only`` say; a word takes its pieces' largest score), and each
         target word is linked to the source word with the largest product of the two models' scores
         (``explain.alignment.two_way_links``; ``both_ways`` applies, ``shift`` and ``by_pieces`` do
-        not). Raises NoAttentionError for a model without attention."""
-        if reverse is not None:
-            self._check_reverse(reverse, shift or by_pieces)
+        not). Several reverse models, and ``also``, more models of this direction, read each pair as
+        this one does, and each direction's word scores are averaged (``explain.alignment
+        .mean_link_scores``) before the product: models combined word by word, so that they may have
+        different vocabularies (other seeds, other training text), unlike an ensemble. Raises
+        NoAttentionError for a model without attention."""
+        reverse = [] if reverse is None else [reverse] if isinstance(reverse, Translator) else list(reverse)
+        if also and not reverse:
+            raise ValueError("also= combines models at the two-way reading: give reverse= too")
+        for other in also:
+            self._check_direction(other, self.config.data.src_lang, self.config.data.trg_lang, "each model of also=")
+        for model in reverse:
+            self._check_reverse(model, shift or by_pieces)
         forced = self._force(sources, targets, need_attention=True)
         alignments = [f.alignment(shift, both_ways, by_pieces) for f in forced]
-        if reverse is not None:
-            backward = reverse._force(targets, sources, need_attention=True)
-            for alignment, forward_scores, backward_scores in zip(
-                    alignments, self._word_link_scores(forced, by_deletion, deletion_only),
-                    reverse._word_link_scores(backward, by_deletion, deletion_only)):
-                alignment.links = two_way_links(forward_scores, backward_scores, both_ways)
+        if reverse:
+            reading = {"by_deletion": by_deletion, "deletion_only": deletion_only}
+            forward = [self._word_link_scores(forced, **reading)] + [
+                other._word_link_scores(other._force(sources, targets, need_attention=True), **reading) for other in also]
+            backward = [model._word_link_scores(model._force(targets, sources, need_attention=True), **reading)
+                        for model in reverse]
+            for alignment, forward_scores, backward_scores in zip(alignments, zip(*forward), zip(*backward)):
+                alignment.links = two_way_links(mean_link_scores(forward_scores), mean_link_scores(backward_scores),
+                                                both_ways)
         elif by_deletion:
             evidence = self._link_evidence(forced, True, deletion_only)
             for alignment, f, (effects, attention) in zip(alignments, forced, evidence):
@@ -166,11 +179,13 @@ class Translator(TextTranslator):
         if piece_reading:
             raise ValueError("aligning with a reverse model reads words, not pieces or the next step: "
                              "shift and by_pieces do not apply")
-        data, other = self.config.data, reverse.config.data
-        if (other.src_lang, other.trg_lang) != (data.trg_lang, data.src_lang):
-            raise AlignmentError(f"the reverse model translates {other.src_lang}→{other.trg_lang}, but this one "
-                                 f"translates {data.src_lang}→{data.trg_lang}: the reverse model must translate "
-                                 f"{data.trg_lang}→{data.src_lang}")
+        self._check_direction(reverse, self.config.data.trg_lang, self.config.data.src_lang, "the reverse model")
+
+    def _check_direction(self, other: Translator, src_lang: str, trg_lang: str, role: str) -> None:
+        data, theirs = self.config.data, other.config.data
+        if (theirs.src_lang, theirs.trg_lang) != (src_lang, trg_lang):
+            raise AlignmentError(f"{role} translates {theirs.src_lang}→{theirs.trg_lang}, but this one translates "
+                                 f"{data.src_lang}→{data.trg_lang}: {role} must translate {src_lang}→{trg_lang}")
 
     def _link_evidence(self, forced: Sequence[_Forced], by_deletion: bool, deletion_only: bool,
                        ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:

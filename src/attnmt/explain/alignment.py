@@ -188,6 +188,16 @@ def word_link_scores(scores: np.ndarray, trg_groups: Sequence[Sequence[int]]) ->
     return np.stack(rows) if rows else np.zeros((0, scores.shape[1]))
 
 
+def mean_link_scores(per_model: Sequence[np.ndarray]) -> np.ndarray:
+    """The mean of several models' word link scores for one pair, each (trg_words, src_words): models of
+    one direction combined word by word, so that their vocabularies (and their pieces) may differ."""
+    shapes = {np.shape(scores) for scores in per_model}
+    if len(shapes) != 1:
+        raise ValueError(f"the models' word link scores do not fit: shapes {sorted(shapes)} (trg_words, src_words); "
+                         "they must cut the pair into the same words")
+    return np.mean(np.stack(per_model), axis=0)
+
+
 def two_way_links(forward: np.ndarray, backward: np.ndarray, both_ways: bool = True) -> list[Link]:
     """Links from two models of opposite directions, as statistical aligners symmetrise theirs:
     ``forward`` (trg_words, src_words), the source→target model's word link scores; ``backward``
