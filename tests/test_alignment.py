@@ -22,6 +22,7 @@ from attnmt.explain.alignment import (
     merge_subwords,
 )
 from attnmt.data.alignments import parse_alignment, read_alignments
+from attnmt.errors import NoAttentionError
 
 
 def random_attention(trg_len: int, src_len: int, seed: int = 0) -> np.ndarray:
@@ -204,7 +205,8 @@ def test_models_of_one_direction_combine_by_their_mean_word_scores():
         mean_link_scores([first, first[:, :2]])
 
 
-def test_models_with_other_vocabularies_align_together(toy_model_dir, toy_reverse_model_dir, tmp_path):
+def test_models_with_other_vocabularies_align_together(toy_model_dir, toy_reverse_model_dir, toy_none_model_dir,
+                                                       tmp_path):
     from toy import toy_config, write_toy_corpus
 
     from attnmt.config import VocabConfig
@@ -226,6 +228,8 @@ def test_models_with_other_vocabularies_align_together(toy_model_dir, toy_revers
         assert combined == [(0, 0), (1, 1), (2, 2), (3, 3)]
     with pytest.raises(ValueError, match="give reverse= too"):
         translator.align(*pair, also=[bpe])
+    with pytest.raises(NoAttentionError):  # every model of also= is read: one without attention cannot be
+        translator.align(*pair, reverse=reverse, also=iter([bpe, Translator.load(toy_none_model_dir)]))
     with pytest.raises(ValueError, match="each model of also= must translate en→de"):
         translator.align(*pair, reverse=reverse, also=[reverse])
 

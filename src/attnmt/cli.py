@@ -222,7 +222,8 @@ def _add_align(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--also", type=Path, action="append", default=[], metavar="DIR",
                    help="with --reverse-model: another model of the first model's direction (repeatable); each "
                         "reads every pair as the first does and their word scores are averaged, so that its "
-                        "vocabulary may differ (another seed, other training text)")
+                        "vocabulary may differ (another seed, other training text); the first model with its "
+                        "--ensemble counts as one")
     p.add_argument("--reverse-also", type=Path, action="append", default=[], metavar="DIR",
                    help="another model of --reverse-model's direction (repeatable), as --also")
     p.set_defaults(run=_run_align)

@@ -113,6 +113,8 @@ class Translator(TextTranslator):
                      ) -> Iterator[list[WordAlignment]]:
         """``align`` over (source, target) pairs of an iterable of any length, a chunk at a time (as
         ``translate_chunks``); ``reading``: ``align``'s options."""
+        if "reverse" in reading or "also" in reading:  # lists, read again for every chunk
+            reading = {**reading, "reverse": _translators(reading.get("reverse")), "also": list(reading.get("also", ()))}
         for sources, targets in self._pair_chunks(pairs, chunk_size):
             yield self.align(sources, targets, **reading)
 
@@ -124,8 +126,8 @@ class Translator(TextTranslator):
 
     def align(self, sources: Sequence[str], targets: Sequence[str], shift: bool = False,
               both_ways: bool = False, by_pieces: bool = False, by_deletion: bool = False,
-              deletion_only: bool = False, reverse: Translator | Sequence[Translator] | None = None,
-              also: Sequence[Translator] = ()) -> list[WordAlignment]:
+              deletion_only: bool = False, reverse: Translator | Iterable[Translator] | None = None,
+              also: Iterable[Translator] = ()) -> list[WordAlignment]:
         """Word alignments of given translations (``targets[i]`` of ``sources[i]``) by forced decoding.
 
         Words are the whitespace-separated tokens of each text, as in gold alignment files; each word
@@ -151,7 +153,7 @@ class Translator(TextTranslator):
         .mean_link_scores``) before the product: models combined word by word, so that they may have
         different vocabularies (other seeds, other training text), unlike an ensemble. Raises
         NoAttentionError for a model without attention."""
-        reverse = [] if reverse is None else [reverse] if isinstance(reverse, Translator) else list(reverse)
+        reverse, also = _translators(reverse), list(also)
         if also and not reverse:
             raise ValueError("also= combines models at the two-way reading: give reverse= too")
         for other in also:
@@ -304,6 +306,11 @@ class Translator(TextTranslator):
                      ) -> Iterator[tuple[list[str], list[str]]]:
         for chunk in chunks(pairs, chunk_size or CHUNK_BATCHES * self.config.decode.batch_size):
             yield [source for source, _ in chunk], [target for _, target in chunk]
+
+def _translators(models: Translator | Iterable[Translator] | None) -> list[Translator]:
+    """None, one translator or several, as a list."""
+    return [] if models is None else [models] if isinstance(models, Translator) else list(models)
+
 
 @dataclass
 class PairScore:

@@ -191,6 +191,8 @@ def word_link_scores(scores: np.ndarray, trg_groups: Sequence[Sequence[int]]) ->
 def mean_link_scores(per_model: Sequence[np.ndarray]) -> np.ndarray:
     """The mean of several models' word link scores for one pair, each (trg_words, src_words): models of
     one direction combined word by word, so that their vocabularies (and their pieces) may differ."""
+    if not per_model:
+        raise ValueError("no models' word link scores to average")
     shapes = {np.shape(scores) for scores in per_model}
     if len(shapes) != 1:
         raise ValueError(f"the models' word link scores do not fit: shapes {sorted(shapes)} (trg_words, src_words); "
