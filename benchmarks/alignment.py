@@ -59,7 +59,7 @@ from common import (
     write_json,
 )
 
-from attnmt.data.alignments import read_alignments
+from attnmt.data.alignments import read_alignments, read_links
 from attnmt.data.corpus import read_lines
 from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
 from attnmt.translator import Translator
@@ -97,7 +97,7 @@ def eflomal_score(config: Path, multi30k: Path, gold_src: Path, gold_trg: Path, 
         finished = subprocess.run(command, capture_output=True, text=True)
         if finished.returncode != 0:
             raise SystemExit(f"attnmt eflomal failed:\n{finished.stderr[-3000:]}")
-        links = [sorted(alignment.possible) for alignment in read_alignments(extra)]
+        links = read_links(extra)
     return {"system": "eflomal, grow-diag-final-and", **score(links, gold)}
 
 
@@ -146,7 +146,7 @@ def label(model_dirs: Path) -> str:
 def teacher_score(path: Path, gold) -> dict:
     """The guided models' own training links for the gold sentences: the last len(gold) lines of the
     alignment file they trained with (an eflomal run of its own; eflomal takes no seed)."""
-    links = [sorted(alignment.possible) for alignment in read_alignments(path)[-len(gold):]]
+    links = read_links(path)[-len(gold):]
     return {"system": f"eflomal, grow-diag-final-and: the guided models' training links ({path})", **score(links, gold)}
 
 

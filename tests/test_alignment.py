@@ -21,7 +21,7 @@ from attnmt.explain.alignment import (
     word_link_scores,
     merge_subwords,
 )
-from attnmt.data.alignments import parse_alignment, read_alignments
+from attnmt.data.alignments import parse_alignment, read_alignments, read_links
 from attnmt.errors import NoAttentionError
 
 
@@ -255,6 +255,7 @@ def test_read_alignments_from_a_file_with_an_empty_line(tmp_path):
     gold = read_alignments(path)
     assert [len(g.sure) for g in gold] == [1, 0, 1]
     assert [len(g.possible) for g in gold] == [2, 0, 1]
+    assert read_links(path) == [[(0, 0), (1, 1)], [], [(2, 1)]]  # an aligner's links, sure or possible alike
 
 
 def test_gold_that_does_not_fit_the_text_is_an_error():

@@ -526,7 +526,7 @@ def _run_plot(args: argparse.Namespace) -> int:
 
 def _run_align(args: argparse.Namespace) -> int:
     from attnmt.data.corpus import SplitFiles, check_lengths
-    from attnmt.data.alignments import format_links, read_alignments
+    from attnmt.data.alignments import format_links, read_alignments, read_links
     from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
 
     if (args.model_dir is None) == (args.hyp is None):
@@ -540,7 +540,7 @@ def _run_align(args: argparse.Namespace) -> int:
         raise SystemExit("attnmt align: --reverse-ensemble, --also and --reverse-also go with --reverse-model")
     gold = read_alignments(args.gold) if args.gold is not None else None
     if args.hyp is not None:
-        links = [sorted(alignment.possible) for alignment in read_alignments(args.hyp)]
+        links = read_links(args.hyp)
     else:
         if args.src is None or args.trg is None:
             raise SystemExit("attnmt align: a model aligns --src with --trg; give both")

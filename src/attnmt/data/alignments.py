@@ -65,6 +65,12 @@ def read_alignments(path: Path | str) -> list[GoldAlignment]:
     return [parse_alignment(line, f"{path}, line {number}") for number, line in enumerate(read_lines(path), 1)]
 
 
+def read_links(path: Path | str) -> list[list[Link]]:
+    """Predicted links, one sorted list per line of a Pharaoh file (an aligner's output: every link
+    it gives, sure or possible alike), to score against gold alignments."""
+    return [sorted(alignment.possible) for alignment in read_alignments(path)]
+
+
 def iter_alignments(path: Path | str) -> Iterator[GoldAlignment]:
     """The alignments of a Pharaoh file one line at a time, for files as long as a training corpus."""
     for number, line in enumerate(iter_lines(path), 1):
