@@ -1,6 +1,7 @@
 """Do the diagnostics mean something? Three measurements on Multi30k with one model.
 
-    python benchmarks/diagnostics.py runs/multi30k/en_de_s42 --out docs/results/diagnostics_en_de.json
+    python benchmarks/diagnostics.py runs/multi30k/en_de_s42 --more-seeds 2,3,4,5,6,7,8 \
+        --out docs/results/diagnostics_en_de.json
 
 1. Controlled omissions and repetitions. Each reference is force-decoded (``Translator.align``: the
    model's own word alignment of it); one source word that has letters or digits (not a punctuation
@@ -14,7 +15,9 @@
    the over-attention flags should point at the source words all of whose aligned target words lie
    in the span. Precision and recall, summed over sentences, for a range of thresholds; each flag's
    threshold is the one with the best F1 on val, and test is scored at it. As a baseline, the flags
-   the unchanged references raise (every one of them a false positive of the test).
+   the unchanged references raise (every one of them a false positive of the test). With
+   ``--more-seeds``, the omissions are drawn again with each seed (another word of each sentence)
+   and the untranslated flag scored at the chosen threshold: the spread between draws.
 2. Free translations (beam 5, flags at the thresholds chosen on val): BLEU and chrF of the sentences
    with a flag against those without, for the attention's flags and for the deletion test's.
 3. The signals as detectors of bad translations (sentence chrF below ``--bad-chrf``): the AUROC of
@@ -124,6 +127,29 @@ def score_controlled(translator: Translator, cases: list[dict], kind: str) -> di
                 "f1": round(2 * precision * recall / max(precision + recall, 1e-9), 3),
                 "flags_per_unchanged_reference": round(baseline / max(len(cases), 1), 3)}
     return {"sentences": len(cases), "flags": result}
+
+
+def omission_draws(translator: Translator, full: list[WordAlignment], sources: list[str], references: list[str],
+                   seeds: list[int], threshold: float) -> dict:
+    """The untranslated flag at ``threshold`` on controlled omissions drawn again with other seeds
+    (another source word chosen in each sentence): how much its precision and recall owe to one draw."""
+    draws = {}
+    for seed in seeds:
+        cases = controlled_cases(full, sources, references, "omission", seed)
+        found = translator.diagnose_pairs([c["source"] for c in cases], [c["changed"] for c in cases])
+        hits = flagged = affected = 0
+        for case, diagnostics in zip(cases, found):
+            raised, wanted = flags(diagnostics, "untranslated", threshold), set(case["affected"])
+            hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
+        draws[str(seed)] = {"sentences": len(cases), "precision": round(hits / max(flagged, 1), 4),
+                            "recall": round(hits / max(affected, 1), 4)}
+    return draws
+
+
+def draw_summary(draws: dict) -> dict:
+    """Mean, smallest and largest precision and recall over the draws."""
+    return {measure: {"mean": round(float(np.mean(values)), 4), "min": min(values), "max": max(values)}
+            for measure in ("precision", "recall") for values in [[d[measure] for d in draws.values()]]}
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float:
@@ -257,6 +283,17 @@ def markdown(report: dict) -> str:
               f"Detecting the {free['bad_sentences']} translations with sentence chrF2 < {free['bad_chrf_below']:g}:",
               "", "| signal | AUROC |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
+    if "omission_draws" in report:
+        lines += ["", f"The untranslated flag (at {report['chosen_on_val']['untranslated']}) on controlled omissions "
+                  "drawn with other seeds:", "", "| split | seed | sentences | precision | recall |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for split, found in report["omission_draws"].items():
+            lines += [f"| {split} | {seed} | {d['sentences']} | {d['precision']} | {d['recall']} |"
+                      for seed, d in found["draws"].items()]
+            summary = found["summary"]
+            lines.append(f"| {split} | mean (min–max) | | {summary['precision']['mean']} ({summary['precision']['min']}–"
+                         f"{summary['precision']['max']}) | {summary['recall']['mean']} ({summary['recall']['min']}–"
+                         f"{summary['recall']['max']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -266,6 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=multi30k_dir())
     parser.add_argument("--bad-chrf", type=float, default=40.0, help="a free translation below this chrF is bad")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--more-seeds", default="",
+                        help="comma-separated seeds: draw the controlled omissions again with each and score the "
+                             "untranslated flag at the threshold chosen on val (each draw costs the deletion test "
+                             "of every val and test sentence)")
     parser.add_argument("--out", type=Path, default=RESULTS / "diagnostics_en_de.json")
     args = parser.parse_args(argv)
     translator = Translator.load(args.model_dir)
@@ -273,8 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     data = {split: (read_lines(args.data / f"{name}.{src}.gz"), read_lines(args.data / f"{name}.{trg}.gz"))
             for split, name in (("val", "val"), ("test", "test_2016_flickr"))}
     controlled: dict[str, dict] = {kind: {} for kind in KINDS}
+    alignments = {}
     for split, (sources, references) in data.items():
-        full = translator.align(sources, references)
+        full = alignments[split] = translator.align(sources, references)
         for kind in KINDS:
             cases = controlled_cases(full, sources, references, kind, args.seed)
             controlled[kind][split] = score_controlled(translator, cases, kind)
@@ -288,6 +330,12 @@ def main(argv: list[str] | None = None) -> None:
                            for flag, (kind, _) in FLAGS.items()},
         "free": free_translations(translator, *data["test"], args.bad_chrf, chosen),
     }
+    more_seeds = [int(seed) for seed in args.more_seeds.split(",") if seed]
+    if more_seeds:  # the first draw again (to four decimals), then the others
+        draws = {split: omission_draws(translator, alignments[split], sources, references, [args.seed, *more_seeds],
+                                       chosen["untranslated"]) for split, (sources, references) in data.items()}
+        report["omission_draws"] = {split: {"draws": found, "summary": draw_summary(found)}
+                                    for split, found in draws.items()}
     write_json(args.out, report)
     args.out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
     plot(report, args.out.with_suffix(".png"))

@@ -134,8 +134,16 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     import shutil
 
     out = tmp_path / "diagnostics.json"
-    load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out)])
+    load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
+                                     "--more-seeds", "2"])
     report = json.loads(out.read_text(encoding="utf-8"))
+    for split in ("val", "test"):  # the first draw again, then seed 2
+        draws = report["omission_draws"][split]["draws"]
+        assert list(draws) == ["1", "2"]
+        assert draws["1"]["recall"] == pytest.approx(report["controlled"]["omission"][split]["flags"]["untranslated"][
+            str(report["chosen_on_val"]["untranslated"])]["recall"], abs=5e-4)
+        recalls = [draw["recall"] for draw in draws.values()]
+        assert report["omission_draws"][split]["summary"]["recall"]["min"] == min(recalls)
     assert set(report["controlled"]["omission"]) == {"val", "test"}
     assert set(report["controlled"]["omission"]["test"]["flags"]) == {
         "omission", "untranslated", "deletion gain above, every word", "deletion gain above, the largest only"}
@@ -146,6 +154,7 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
             "largest untranslated score"} <= set(report["free"]["auroc"])
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "| deletion_test | flagged |" in out.with_suffix(".md").read_text()
+    assert "| test | mean (min–max) |" in out.with_suffix(".md").read_text()
 
     out = tmp_path / "coverage.json"
     load_script("coverage_penalty").main([str(toy_model_dir), "--betas", "0,1", "--data", str(toy_multi30k), "--out", str(out),
