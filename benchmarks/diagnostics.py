@@ -103,6 +103,16 @@ def flags(found: Diagnostics, flag: str, threshold: float) -> set[int]:
     return {int(np.argmax(gains))} if gains and max(gains) > threshold else set()  # the largest gain only
 
 
+def flag_counts(cases: list[dict], found: list[Diagnostics], flag: str, threshold: float) -> tuple[int, int, int]:
+    """(words rightly flagged, words flagged, words affected) of ``flag`` at ``threshold`` over the
+    changed references' diagnostics ``found``, summed over the cases."""
+    hits = flagged = affected = 0
+    for case, diagnostics in zip(cases, found):
+        raised, wanted = flags(diagnostics, flag, threshold), set(case["affected"])
+        hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
+    return hits, flagged, affected
+
+
 def score_controlled(translator: Translator, cases: list[dict], kind: str) -> dict:
     """Precision and recall of each flag that should find ``kind`` at each of its thresholds on the
     changed references, and the flags the unchanged references raise (per sentence)."""
@@ -116,11 +126,8 @@ def score_controlled(translator: Translator, cases: list[dict], kind: str) -> di
             continue
         result[flag] = {}
         for threshold in thresholds:
-            hits = flagged = affected = baseline = 0
-            for case, changed_found, unchanged_found in zip(cases, found, unchanged):
-                raised, wanted = flags(changed_found, flag, threshold), set(case["affected"])
-                hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
-                baseline += len(flags(unchanged_found, flag, threshold))
+            hits, flagged, affected = flag_counts(cases, found, flag, threshold)
+            baseline = sum(len(flags(unchanged_found, flag, threshold)) for unchanged_found in unchanged)
             precision, recall = hits / max(flagged, 1), hits / max(affected, 1)
             result[flag][str(threshold)] = {
                 "precision": round(precision, 3), "recall": round(recall, 3),
@@ -137,10 +144,7 @@ def omission_draws(translator: Translator, full: list[WordAlignment], sources: l
     for seed in seeds:
         cases = controlled_cases(full, sources, references, "omission", seed)
         found = translator.diagnose_pairs([c["source"] for c in cases], [c["changed"] for c in cases])
-        hits = flagged = affected = 0
-        for case, diagnostics in zip(cases, found):
-            raised, wanted = flags(diagnostics, "untranslated", threshold), set(case["affected"])
-            hits, flagged, affected = hits + len(raised & wanted), flagged + len(raised), affected + len(wanted)
+        hits, flagged, affected = flag_counts(cases, found, "untranslated", threshold)
         draws[str(seed)] = {"sentences": len(cases), "precision": round(hits / max(flagged, 1), 4),
                             "recall": round(hits / max(affected, 1), 4)}
     return draws
