@@ -4,8 +4,10 @@
         --out docs/results/diagnostics_en_de.json
 
 1. Controlled omissions and repetitions. Each reference is force-decoded (``Translator.align``: the
-   model's own word alignment of it); one source word that has letters or digits (not a punctuation
-   token) and whose aligned target words form one contiguous span is chosen at random (seeded).
+   model's own word alignment of it; ``--spans-from``: an aligner's links instead, which do not share
+   the attention's errors with the attention's flags and the attended regret); one source word that
+   has letters or digits (not a punctuation token) and whose aligned target words form one
+   contiguous span is chosen at random (seeded).
    *Omission*: the span is deleted from the reference and the shortened reference force-decoded; the
    omission flags (attention: coverage below a threshold) and the untranslated flag (the deletion
    test: the source word with the largest deletion gain plus attended regret, if above a threshold;
@@ -40,9 +42,9 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, command_line, machine, multi30k_dir, write_json
 
+from attnmt.data.alignments import read_links
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
-from attnmt.explain.alignment import WordAlignment
 from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
                                         with_deletion_test)
 from attnmt.translator import Translator
@@ -60,16 +62,16 @@ DEFAULTS = {"omission": OMISSION_BELOW, "untranslated": UNTRANSLATED_ABOVE, "rep
 ATTENTION_FLAGS = ("omission", "repetition")
 
 
-def controlled_cases(full: list[WordAlignment], sources: list[str], references: list[str], kind: str,
+def controlled_cases(full: list[list[tuple[int, int]]], sources: list[str], references: list[str], kind: str,
                      seed: int) -> list[dict]:
     """For each pair, a changed reference (``kind``: one aligned span deleted, or repeated) and the
-    source words the change concerns."""
+    source words the change concerns; ``full`` holds each pair's (source word, target word) links."""
     rng = random.Random(seed)
     cases = []
-    for index, (source, reference, alignment) in enumerate(zip(sources, references, full)):
+    for index, (source, reference, links) in enumerate(zip(sources, references, full)):
         src_words, trg_words = source.split(), reference.split()
         by_source: dict[int, list[int]] = {}
-        for s, t in alignment.links:
+        for s, t in links:
             by_source.setdefault(s, []).append(t)
         candidates = [s for s, targets in sorted(by_source.items())
                       if any(character.isalnum() for character in src_words[s])
@@ -136,7 +138,7 @@ def score_controlled(translator: Translator, cases: list[dict], kind: str) -> di
     return {"sentences": len(cases), "flags": result}
 
 
-def omission_draws(translator: Translator, full: list[WordAlignment], sources: list[str], references: list[str],
+def omission_draws(translator: Translator, full: list[list[tuple[int, int]]], sources: list[str], references: list[str],
                    seeds: list[int], threshold: float) -> dict:
     """The untranslated flag at ``threshold`` on controlled omissions drawn again with other seeds
     (another source word chosen in each sentence): how much its precision and recall owe to one draw."""
@@ -154,6 +156,24 @@ def draw_summary(draws: dict) -> dict:
     """Mean, smallest and largest precision and recall over the draws."""
     return {measure: {"mean": round(float(np.mean(values)), 4), "min": min(values), "max": max(values)}
             for measure in ("precision", "recall") for values in [[d[measure] for d in draws.values()]]}
+
+
+def spans_links(path: Path, data: dict[str, tuple[list[str], list[str]]]) -> dict[str, list[list[tuple[int, int]]]]:
+    """An aligner's links of the val lines, then the test lines (one Pharaoh file, e.g. ``attnmt eflomal
+    --extra-src val+test --extra-out FILE``), split by ``data``'s splits; a file that does not fit the
+    sentences is an error naming the line."""
+    links = read_links(path)
+    total = sum(len(sources) for sources, _ in data.values())
+    if len(links) != total:
+        raise SystemExit(f"{path} has {len(links)} lines; the val and test sentences are {total}")
+    by_split, start = {}, 0
+    for split, (sources, references) in data.items():
+        by_split[split] = links[start : start + len(sources)]
+        for number, (pair_links, source, reference) in enumerate(zip(by_split[split], sources, references), start + 1):
+            if any(s >= len(source.split()) or t >= len(reference.split()) for s, t in pair_links):
+                raise SystemExit(f"{path}, line {number}: a link beyond the {split} sentence's words")
+        start += len(sources)
+    return by_split
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float:
@@ -263,7 +283,8 @@ def plot(report: dict, path: Path) -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`", ""]
+    lines = [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`",
+             "", f"Controlled spans chosen by {report['spans_from']}.", ""]
     for flag, (kind, _) in FLAGS.items():
         val, test = report["controlled"][kind]["val"], report["controlled"][kind]["test"]
         lines += [f"{flag} flags on controlled {kind}s ({val['sentences']} val, {test['sentences']} test sentences):", "",
@@ -311,6 +332,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma-separated seeds: draw the controlled omissions again with each and score the "
                              "untranslated flag at the threshold chosen on val (each draw costs the deletion test "
                              "of every val and test sentence)")
+    parser.add_argument("--spans-from", type=Path, metavar="LINKS",
+                        help="choose the controlled spans by these links (a Pharaoh file: the val lines, then the "
+                             "test lines, e.g. from attnmt eflomal --extra-out) instead of the model's own attention "
+                             "alignment, which the attention's flags and the attended regret also read")
     parser.add_argument("--out", type=Path, default=RESULTS / "diagnostics_en_de.json")
     args = parser.parse_args(argv)
     translator = Translator.load(args.model_dir)
@@ -318,9 +343,11 @@ def main(argv: list[str] | None = None) -> None:
     data = {split: (read_lines(args.data / f"{name}.{src}.gz"), read_lines(args.data / f"{name}.{trg}.gz"))
             for split, name in (("val", "val"), ("test", "test_2016_flickr"))}
     controlled: dict[str, dict] = {kind: {} for kind in KINDS}
-    alignments = {}
+    alignments = spans_links(args.spans_from, data) if args.spans_from else {}
     for split, (sources, references) in data.items():
-        full = alignments[split] = translator.align(sources, references)
+        if not args.spans_from:
+            alignments[split] = [alignment.links for alignment in translator.align(sources, references)]
+        full = alignments[split]
         for kind in KINDS:
             cases = controlled_cases(full, sources, references, kind, args.seed)
             controlled[kind][split] = score_controlled(translator, cases, kind)
@@ -329,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
               for flag, (kind, thresholds) in FLAGS.items()}
     report = {
         "machine": machine(), "command": command_line("diagnostics.py", argv), "model": str(args.model_dir),
+        "spans_from": str(args.spans_from) if args.spans_from else "the model's attention",
         "defaults_when_run": DEFAULTS, "controlled": controlled, "chosen_on_val": chosen,
         "test_at_chosen": {flag: controlled[kind]["test"]["flags"][flag][str(chosen[flag])]
                            for flag, (kind, _) in FLAGS.items()},

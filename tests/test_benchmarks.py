@@ -156,6 +156,30 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     assert "| deletion_test | flagged |" in out.with_suffix(".md").read_text()
     assert "| test | mean (min–max) |" in out.with_suffix(".md").read_text()
 
+    # the spans chosen by an aligner's links (here one-to-one, as the toy pairs are word for word)
+    from attnmt.data.corpus import read_lines
+
+    sentences = [line for split in ("val", "test_2016_flickr") for line in read_lines(toy_multi30k / f"{split}.en.gz")]
+    links = tmp_path / "links.align"
+    links.write_text("".join(" ".join(f"{i}-{i}" for i in range(len(line.split()))) + "\n" for line in sentences))
+    out = tmp_path / "spans_from.json"
+    load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
+                                     "--spans-from", str(links)])
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["spans_from"] == str(links) and "omission_draws" not in report
+    test_lines = sentences[len(read_lines(toy_multi30k / "val.en.gz")):]
+    # every sentence of two words or more has a span to change (one-word ones would lose all)
+    assert report["controlled"]["omission"]["test"]["sentences"] == sum(len(line.split()) > 1 for line in test_lines)
+    assert f"Controlled spans chosen by {links}." in out.with_suffix(".md").read_text()
+    links.write_text("".join(" ".join(f"{i}-{i + 1}" for i in range(len(line.split()))) + "\n" for line in sentences))
+    with pytest.raises(SystemExit, match="line 1: a link beyond the val sentence's words"):
+        load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
+                                         "--spans-from", str(links)])
+    links.write_text("0-0\n")
+    with pytest.raises(SystemExit, match="has 1 lines; the val and test sentences are 48"):
+        load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
+                                         "--spans-from", str(links)])
+
     out = tmp_path / "coverage.json"
     load_script("coverage_penalty").main([str(toy_model_dir), "--betas", "0,1", "--data", str(toy_multi30k), "--out", str(out),
                                           "--omission-below", "0.3"])
