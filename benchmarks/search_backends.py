@@ -38,7 +38,8 @@ def digest(translations, numbers: bool = True) -> str:
     matrices (scores to 5 decimals, attention to 4), equal for two runs that give the same output."""
     content = hashlib.sha1()
     for translation in translations:
-        content.update((f"{translation.text}\t{translation.score:.5f}\n" if numbers else f"{translation.text}\n").encode())
+        line = f"{translation.text}\t{translation.score:.5f}\n" if numbers else f"{translation.text}\n"
+        content.update(line.encode())
         if numbers and translation.attention is not None:
             content.update(np.round(translation.attention, 4).tobytes())
     return content.hexdigest()[:12]
