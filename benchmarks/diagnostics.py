@@ -42,9 +42,10 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, command_line, machine, multi30k_dir, write_json
 
-from attnmt.data.alignments import read_links
+from attnmt.data.alignments import read_alignments
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
+from attnmt.explain.alignment import check_gold_fits
 from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
                                         with_deletion_test)
 from attnmt.translator import Translator
@@ -161,18 +162,15 @@ def draw_summary(draws: dict) -> dict:
 def spans_links(path: Path, data: dict[str, tuple[list[str], list[str]]]) -> dict[str, list[list[tuple[int, int]]]]:
     """An aligner's links of the val lines, then the test lines (one Pharaoh file, e.g. ``attnmt eflomal
     --extra-src val+test --extra-out FILE``), split by ``data``'s splits; a file that does not fit the
-    sentences is an error naming the line."""
-    links = read_links(path)
-    total = sum(len(sources) for sources, _ in data.values())
-    if len(links) != total:
-        raise SystemExit(f"{path} has {len(links)} lines; the val and test sentences are {total}")
+    sentences is an error naming the line (``explain.alignment.check_gold_fits``, as for gold files)."""
+    pairs = [pair for sources, references in data.values() for pair in zip(sources, references)]
+    alignments = read_alignments(path)
+    check_gold_fits(alignments, [len(source.split()) for source, _ in pairs],
+                    [len(reference.split()) for _, reference in pairs], str(path))
+    links = [sorted(alignment.possible) for alignment in alignments]  # every link, sure or possible (read_links)
     by_split, start = {}, 0
-    for split, (sources, references) in data.items():
-        by_split[split] = links[start : start + len(sources)]
-        for number, (pair_links, source, reference) in enumerate(zip(by_split[split], sources, references), start + 1):
-            if any(s >= len(source.split()) or t >= len(reference.split()) for s, t in pair_links):
-                raise SystemExit(f"{path}, line {number}: a link beyond the {split} sentence's words")
-        start += len(sources)
+    for split, (sources, _) in data.items():
+        by_split[split], start = links[start : start + len(sources)], start + len(sources)
     return by_split
 
 

@@ -158,6 +158,7 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
 
     # the spans chosen by an aligner's links (here one-to-one, as the toy pairs are word for word)
     from attnmt.data.corpus import read_lines
+    from attnmt.errors import AlignmentError
 
     sentences = [line for split in ("val", "test_2016_flickr") for line in read_lines(toy_multi30k / f"{split}.en.gz")]
     links = tmp_path / "links.align"
@@ -172,11 +173,11 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     assert report["controlled"]["omission"]["test"]["sentences"] == sum(len(line.split()) > 1 for line in test_lines)
     assert f"Controlled spans chosen by {links}." in out.with_suffix(".md").read_text()
     links.write_text("".join(" ".join(f"{i}-{i + 1}" for i in range(len(line.split()))) + "\n" for line in sentences))
-    with pytest.raises(SystemExit, match="line 1: a link beyond the val sentence's words"):
+    with pytest.raises(AlignmentError, match="links.align, line 1: a link points at target word"):
         load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
                                          "--spans-from", str(links)])
     links.write_text("0-0\n")
-    with pytest.raises(SystemExit, match="has 1 lines; the val and test sentences are 48"):
+    with pytest.raises(AlignmentError, match="has 1 lines but there are 48 sentence pairs"):
         load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
                                          "--spans-from", str(links)])
 
