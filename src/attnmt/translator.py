@@ -307,6 +307,7 @@ class Translator(TextTranslator):
         for chunk in chunks(pairs, chunk_size or CHUNK_BATCHES * self.config.decode.batch_size):
             yield [source for source, _ in chunk], [target for _, target in chunk]
 
+
 def _translators(models: Translator | Iterable[Translator] | None) -> list[Translator]:
     """None, one translator or several, as a list."""
     return [] if models is None else [models] if isinstance(models, Translator) else list(models)
