@@ -20,6 +20,9 @@
    the unchanged references raise (every one of them a false positive of the test). With
    ``--more-seeds``, the omissions are drawn again with each seed (another word of each sentence)
    and the untranslated flag scored at the chosen threshold: the spread between draws.
+   With ``--spans-from``, also the agreement of the model's attention alignment of the unchanged
+   references with those links (AER, precision, recall; whole references and each half of them):
+   whether the attention the flags read can be trusted on this model.
 2. Free translations (beam 5, flags at the thresholds chosen on val): BLEU and chrF of the sentences
    with a flag against those without, for the attention's flags and for the deletion test's.
 3. The signals as detectors of bad translations (sentence chrF below ``--bad-chrf``): the AUROC of
@@ -42,10 +45,10 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, command_line, machine, multi30k_dir, write_json
 
-from attnmt.data.alignments import read_alignments
+from attnmt.data.alignments import GoldAlignment, read_alignments
 from attnmt.data.corpus import read_lines
 from attnmt.evaluate import score_corpus
-from attnmt.explain.alignment import check_gold_fits
+from attnmt.explain.alignment import alignment_error_rate, check_gold_fits
 from attnmt.explain.diagnostics import (OMISSION_BELOW, REPETITION_ABOVE, UNTRANSLATED_ABOVE, Diagnostics,
                                         with_deletion_test)
 from attnmt.translator import Translator
@@ -172,6 +175,27 @@ def spans_links(path: Path, data: dict[str, tuple[list[str], list[str]]]) -> dic
     for split, (sources, _) in data.items():
         by_split[split], start = links[start : start + len(sources)], start + len(sources)
     return by_split
+
+
+def attention_against_links(attention: list[list[tuple[int, int]]], links: list[list[tuple[int, int]]],
+                            references: list[str]) -> dict:
+    """How well the model's attention alignment of the unchanged references agrees with an aligner's
+    links (taken as sure): AER, precision and recall, over whole references and over the first and the
+    second half of each reference's words, where an attention that drifts behind the words it writes
+    shows as a second half far below the first. The attention flags and the attended regret are only as
+    good as this agreement."""
+    lengths = [len(reference.split()) for reference in references]
+
+    def agreement(keep) -> dict:
+        def kept(sentences):
+            return [[(s, t) for s, t in pairs if keep(t, n)] for pairs, n in zip(sentences, lengths)]
+        gold = [GoldAlignment(frozenset(pairs), frozenset(pairs)) for pairs in kept(links)]
+        found = alignment_error_rate(kept(attention), gold)
+        return {"aer": round(found.aer, 4), "precision": round(found.precision, 4), "recall": round(found.recall, 4),
+                "links": found.links, "aligner_links": found.sure}
+
+    return {"whole": agreement(lambda t, n: True), "first_half": agreement(lambda t, n: t < n / 2),
+            "second_half": agreement(lambda t, n: t >= n / 2)}
 
 
 def auroc(scores: list[float], labels: list[bool]) -> float:
@@ -306,6 +330,12 @@ def markdown(report: dict) -> str:
               f"Detecting the {free['bad_sentences']} translations with sentence chrF2 < {free['bad_chrf_below']:g}:",
               "", "| signal | AUROC |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
+    if "attention_against_spans" in report:
+        lines += ["", "The model's attention alignment of the unchanged references against the links the spans were "
+                  "chosen by (taken as sure):", "", "| split | part of each reference | AER | precision | recall |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {split} | {part.replace('_', ' ')} | {found['aer']} | {found['precision']} | {found['recall']} |"
+                  for split, parts in report["attention_against_spans"].items() for part, found in parts.items()]
     if "omission_draws" in report:
         lines += ["", f"The untranslated flag (at {report['chosen_on_val']['untranslated']}) on controlled omissions "
                   "drawn with other seeds:", "", "| split | seed | sentences | precision | recall |",
@@ -342,9 +372,13 @@ def main(argv: list[str] | None = None) -> None:
             for split, name in (("val", "val"), ("test", "test_2016_flickr"))}
     controlled: dict[str, dict] = {kind: {} for kind in KINDS}
     alignments = spans_links(args.spans_from, data) if args.spans_from else {}
+    against_links = {}
     for split, (sources, references) in data.items():
-        if not args.spans_from:
-            alignments[split] = [alignment.links for alignment in translator.align(sources, references)]
+        attention = [alignment.links for alignment in translator.align(sources, references)]
+        if args.spans_from:
+            against_links[split] = attention_against_links(attention, alignments[split], references)
+        else:
+            alignments[split] = attention
         full = alignments[split]
         for kind in KINDS:
             cases = controlled_cases(full, sources, references, kind, args.seed)
@@ -360,6 +394,8 @@ def main(argv: list[str] | None = None) -> None:
                            for flag, (kind, _) in FLAGS.items()},
         "free": free_translations(translator, *data["test"], args.bad_chrf, chosen),
     }
+    if against_links:
+        report["attention_against_spans"] = against_links
     more_seeds = [int(seed) for seed in args.more_seeds.split(",") if seed]
     if more_seeds:  # the first draw again (to four decimals), then the others
         draws = {split: omission_draws(translator, alignments[split], sources, references, [args.seed, *more_seeds],

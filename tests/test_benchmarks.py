@@ -130,6 +130,17 @@ def toy_multi30k(tmp_path_factory) -> Path:
     return folder
 
 
+def test_attention_against_an_aligners_links_shows_a_drift_in_the_second_half():
+    against = load_script("diagnostics").attention_against_links
+    aligner = [[(0, 0), (1, 1), (2, 2), (3, 3)], [(0, 0), (1, 1)]]
+    drifting = [[(0, 0), (1, 1), (1, 2), (2, 3)], [(0, 0), (0, 1)]]  # a word behind from the middle on
+    found = against(drifting, aligner, ["a b c d", "e f"])
+    assert found["first_half"] == {"aer": 0.0, "precision": 1.0, "recall": 1.0, "links": 3, "aligner_links": 3}
+    assert found["second_half"] == {"aer": 1.0, "precision": 0.0, "recall": 0.0, "links": 3, "aligner_links": 3}
+    assert found["whole"]["precision"] == 0.5 and found["whole"]["aer"] == 0.5
+    assert against(aligner, aligner, ["a b c d", "e f"])["whole"]["aer"] == 0.0
+
+
 def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_model_dir, toy_multi30k, tmp_path):
     import shutil
 
@@ -155,6 +166,7 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert "| deletion_test | flagged |" in out.with_suffix(".md").read_text()
     assert "| test | mean (min–max) |" in out.with_suffix(".md").read_text()
+    assert "attention_against_spans" not in report  # the model's own attention chose the spans: nothing to compare
 
     # the spans chosen by an aligner's links (here one-to-one, as the toy pairs are word for word)
     from attnmt.data.corpus import read_lines
@@ -172,6 +184,12 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
     # every sentence of two words or more has a span to change (one-word ones would lose all)
     assert report["controlled"]["omission"]["test"]["sentences"] == sum(len(line.split()) > 1 for line in test_lines)
     assert f"Controlled spans chosen by {links}." in out.with_suffix(".md").read_text()
+    for split in ("val", "test"):
+        assert set(report["attention_against_spans"][split]) == {"whole", "first_half", "second_half"}
+        whole = report["attention_against_spans"][split]["whole"]
+        assert whole["aligner_links"] == sum(len(line.split()) for line in (test_lines if split == "test" else
+                                                                              sentences[:-len(test_lines)]))
+    assert "| test | second half |" in out.with_suffix(".md").read_text()
     links.write_text("".join(" ".join(f"{i}-{i + 1}" for i in range(len(line.split()))) + "\n" for line in sentences))
     with pytest.raises(AlignmentError, match="links.align, line 1: a link points at target word"):
         load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
