@@ -304,9 +304,22 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=130)
 
 
+def header(report: dict) -> str:
+    return (f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`\n\n"
+            f"Controlled spans chosen by {report['spans_from']}.\n\n")
+
+
+def agreement_table(against_links: dict) -> str:
+    lines = ["The model's attention alignment of the unchanged references against the links the spans were chosen "
+             "by (taken as sure):", "", "| split | part of each reference | AER | precision | recall |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    lines += [f"| {split} | {part.replace('_', ' ')} | {found['aer']} | {found['precision']} | {found['recall']} |"
+              for split, parts in against_links.items() for part, found in parts.items()]
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report: dict) -> str:
-    lines = [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`",
-             "", f"Controlled spans chosen by {report['spans_from']}.", ""]
+    lines = header(report).split("\n")[:-1]
     for flag, (kind, _) in FLAGS.items():
         val, test = report["controlled"][kind]["val"], report["controlled"][kind]["test"]
         lines += [f"{flag} flags on controlled {kind}s ({val['sentences']} val, {test['sentences']} test sentences):", "",
@@ -331,11 +344,7 @@ def markdown(report: dict) -> str:
               "", "| signal | AUROC |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
     if "attention_against_spans" in report:
-        lines += ["", "The model's attention alignment of the unchanged references against the links the spans were "
-                  "chosen by (taken as sure):", "", "| split | part of each reference | AER | precision | recall |",
-                  "| --- | --- | ---: | ---: | ---: |"]
-        lines += [f"| {split} | {part.replace('_', ' ')} | {found['aer']} | {found['precision']} | {found['recall']} |"
-                  for split, parts in report["attention_against_spans"].items() for part, found in parts.items()]
+        lines += ["", *agreement_table(report["attention_against_spans"]).split("\n")[:-1]]
     if "omission_draws" in report:
         lines += ["", f"The untranslated flag (at {report['chosen_on_val']['untranslated']}) on controlled omissions "
                   "drawn with other seeds:", "", "| split | seed | sentences | precision | recall |",
@@ -364,8 +373,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="choose the controlled spans by these links (a Pharaoh file: the val lines, then the "
                              "test lines, e.g. from attnmt eflomal --extra-out) instead of the model's own attention "
                              "alignment, which the attention's flags and the attended regret also read")
+    parser.add_argument("--attention-only", action="store_true",
+                        help="with --spans-from: only the agreement of the model's attention with those links "
+                             "(a minute), not the controlled test")
     parser.add_argument("--out", type=Path, default=RESULTS / "diagnostics_en_de.json")
     args = parser.parse_args(argv)
+    if args.attention_only and not args.spans_from:
+        parser.error("--attention-only compares the attention with the links of --spans-from: give them")
     translator = Translator.load(args.model_dir)
     src, trg = translator.config.data.src_lang, translator.config.data.trg_lang
     data = {split: (read_lines(args.data / f"{name}.{src}.gz"), read_lines(args.data / f"{name}.{trg}.gz"))
@@ -379,6 +393,14 @@ def main(argv: list[str] | None = None) -> None:
             against_links[split] = attention_against_links(attention, alignments[split], references)
         else:
             alignments[split] = attention
+    if args.attention_only:
+        report = {"machine": machine(), "command": command_line("diagnostics.py", argv), "model": str(args.model_dir),
+                  "spans_from": str(args.spans_from), "attention_against_spans": against_links}
+        write_json(args.out, report)
+        args.out.with_suffix(".md").write_text(header(report) + agreement_table(against_links), encoding="utf-8")
+        print(agreement_table(against_links))
+        return
+    for split, (sources, references) in data.items():
         full = alignments[split]
         for kind in KINDS:
             cases = controlled_cases(full, sources, references, kind, args.seed)

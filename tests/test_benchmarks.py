@@ -190,6 +190,14 @@ def test_the_diagnostics_coverage_and_shortlist_benchmarks_run_end_to_end(toy_mo
         assert whole["aligner_links"] == sum(len(line.split()) for line in (test_lines if split == "test" else
                                                                               sentences[:-len(test_lines)]))
     assert "| test | second half |" in out.with_suffix(".md").read_text()
+    only = tmp_path / "attention_only.json"
+    load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(only),
+                                     "--spans-from", str(links), "--attention-only"])
+    assert json.loads(only.read_text(encoding="utf-8"))["attention_against_spans"] == report["attention_against_spans"]
+    assert "controlled" not in json.loads(only.read_text(encoding="utf-8"))
+    with pytest.raises(SystemExit):  # nothing to compare the attention with
+        load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(only),
+                                         "--attention-only"])
     links.write_text("".join(" ".join(f"{i}-{i + 1}" for i in range(len(line.split()))) + "\n" for line in sentences))
     with pytest.raises(AlignmentError, match="links.align, line 1: a link points at target word"):
         load_script("diagnostics").main([str(toy_model_dir), "--data", str(toy_multi30k), "--out", str(out),
