@@ -78,12 +78,15 @@ def train(config: Config, model_dir: Path | str, resume: bool = False, overwrite
     DistributedDataParallel, and only the main process writes files and logs (attnmt.training.distributed).
     """
     worker = start_worker(config.train.device)
+    finished = False
     try:
         with contextlib.ExitStack() as resources:  # closes the metrics log and the progress bar, whatever happens
-            return _train(worker, config, Path(model_dir), resume, overwrite, progress,
-                          log if worker.is_main else _silent, None if init_from is None else Path(init_from), resources)
+            result = _train(worker, config, Path(model_dir), resume, overwrite, progress,
+                            log if worker.is_main else _silent, None if init_from is None else Path(init_from), resources)
+        finished = True
+        return result
     finally:
-        stop_worker(worker)
+        stop_worker(worker, finished)
 
 
 def _train(worker: Worker, config: Config, model_dir: Path, resume: bool, overwrite: bool, progress: bool | None,
