@@ -304,22 +304,21 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=130)
 
 
-def header(report: dict) -> str:
-    return (f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`\n\n"
-            f"Controlled spans chosen by {report['spans_from']}.\n\n")
+def header_lines(report: dict) -> list[str]:
+    return [f"Model `{report['model']}`. Machine: {report['machine']['cpu']}. Command: `{report['command']}`", "",
+            f"Controlled spans chosen by {report['spans_from']}.", ""]
 
 
-def agreement_table(against_links: dict) -> str:
-    lines = ["The model's attention alignment of the unchanged references against the links the spans were chosen "
-             "by (taken as sure):", "", "| split | part of each reference | AER | precision | recall |",
-             "| --- | --- | ---: | ---: | ---: |"]
-    lines += [f"| {split} | {part.replace('_', ' ')} | {found['aer']} | {found['precision']} | {found['recall']} |"
-              for split, parts in against_links.items() for part, found in parts.items()]
-    return "\n".join(lines) + "\n"
+def agreement_lines(against_links: dict) -> list[str]:
+    return ["The model's attention alignment of the unchanged references against the links the spans were chosen "
+            "by (taken as sure):", "", "| split | part of each reference | AER | precision | recall |",
+            "| --- | --- | ---: | ---: | ---: |",
+            *[f"| {split} | {part.replace('_', ' ')} | {found['aer']} | {found['precision']} | {found['recall']} |"
+              for split, parts in against_links.items() for part, found in parts.items()]]
 
 
 def markdown(report: dict) -> str:
-    lines = header(report).split("\n")[:-1]
+    lines = header_lines(report)
     for flag, (kind, _) in FLAGS.items():
         val, test = report["controlled"][kind]["val"], report["controlled"][kind]["test"]
         lines += [f"{flag} flags on controlled {kind}s ({val['sentences']} val, {test['sentences']} test sentences):", "",
@@ -344,7 +343,7 @@ def markdown(report: dict) -> str:
               "", "| signal | AUROC |", "| --- | ---: |"]
     lines += [f"| {name} | {value} |" for name, value in free["auroc"].items()]
     if "attention_against_spans" in report:
-        lines += ["", *agreement_table(report["attention_against_spans"]).split("\n")[:-1]]
+        lines += ["", *agreement_lines(report["attention_against_spans"])]
     if "omission_draws" in report:
         lines += ["", f"The untranslated flag (at {report['chosen_on_val']['untranslated']}) on controlled omissions "
                   "drawn with other seeds:", "", "| split | seed | sentences | precision | recall |",
@@ -397,8 +396,9 @@ def main(argv: list[str] | None = None) -> None:
         report = {"machine": machine(), "command": command_line("diagnostics.py", argv), "model": str(args.model_dir),
                   "spans_from": str(args.spans_from), "attention_against_spans": against_links}
         write_json(args.out, report)
-        args.out.with_suffix(".md").write_text(header(report) + agreement_table(against_links), encoding="utf-8")
-        print(agreement_table(against_links))
+        text = "\n".join(header_lines(report) + agreement_lines(against_links)) + "\n"
+        args.out.with_suffix(".md").write_text(text, encoding="utf-8")
+        print(text)
         return
     for split, (sources, references) in data.items():
         full = alignments[split]
